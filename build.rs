@@ -1,0 +1,28 @@
+//! Links libtorch_cuda into the binary even though no symbol of it is referenced directly.
+//!
+//! The linker drops shared libraries whose symbols are unused (`--as-needed`), and libtorch's
+//! CUDA backend registers itself only from static initialisers in libtorch_cuda.so. Without
+//! `--no-as-needed` the binary ends up linked to libtorch_cpu alone and `Cuda::is_available()`
+//! is false even on a GPU machine. The rpath lets the binary find libtorch without
+//! `LD_LIBRARY_PATH`.
+fn main() {
+    println!("cargo:rerun-if-changed=build.rs");
+    let os = std::env::var("CARGO_CFG_TARGET_OS").unwrap_or_default();
+    if os != "linux" {
+        return;
+    }
+    // torch-sys publishes the directory of the libtorch it linked (`links = "tch"`).
+    let Some(lib) = std::env::var_os("DEP_TCH_LIBTORCH_LIB") else {
+        println!("cargo:warning=DEP_TCH_LIBTORCH_LIB not set; binary will need LD_LIBRARY_PATH");
+        return;
+    };
+    let lib = lib.to_string_lossy().to_string();
+    println!("cargo:rustc-link-arg=-Wl,-rpath,{lib}");
+    println!("cargo:rustc-link-search=native={lib}");
+    println!("cargo:rustc-link-arg=-Wl,--no-as-needed");
+    if std::path::Path::new(&lib).join("libtorch_cuda.so").exists() {
+        println!("cargo:rustc-link-arg=-ltorch_cuda");
+    }
+    println!("cargo:rustc-link-arg=-ltorch");
+    println!("cargo:rustc-link-arg=-Wl,--as-needed");
+}

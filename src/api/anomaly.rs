@@ -1,0 +1,134 @@
+//! `POST /anomaly`: feature rows to anomaly scores, verdicts and the features behind them.
+
+use super::error::{parse_json, ApiError};
+use super::{served_headers, AppState, ModelSelector};
+use crate::batching::ItemTensor;
+use crate::kinds::anomaly::{self, Contribution};
+use crate::registry::config::Kind;
+use axum::extract::{Query, State};
+use axum::http::HeaderMap;
+use axum::response::IntoResponse;
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+/// JSON body of `/anomaly`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"model": "cancer-ae", "rows": [[13.5, 14.4, 87.5, 566.3, 0.098, 0.081, 0.066, 0.043, 0.18, 0.06, 0.3, 1.2, 2.1, 23.6, 0.006, 0.02, 0.025, 0.01, 0.02, 0.003, 15.1, 19.3, 99.7, 711.2, 0.14, 0.21, 0.22, 0.11, 0.29, 0.08]], "top_features": 3}))]
+pub struct AnomalyRequest {
+    /// Model name (overrides the query string).
+    pub model: Option<String>,
+    /// Version (overrides the query string).
+    pub version: Option<u64>,
+    /// Rows to score: arrays of D numbers in the model's feature order, or objects mapping every feature name to its value.
+    #[schema(value_type = Vec<Object>)]
+    pub rows: Vec<serde_json::Value>,
+    /// Threshold overriding the model's calibrated one for this request (>= 0).
+    pub threshold: Option<f32>,
+    /// How many of the most contributing features to return per row (0 to D, default 3).
+    pub top_features: Option<usize>,
+}
+
+/// The verdict on one row.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RowScore {
+    /// Reconstruction error: mean squared error over the features in the model's scaled space.
+    pub score: f32,
+    /// The threshold compared against.
+    pub threshold: f32,
+    /// `score > threshold`.
+    pub is_anomaly: bool,
+    /// The features with the largest reconstruction error, largest first.
+    pub top_features: Vec<Contribution>,
+}
+
+/// Response of `/anomaly`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AnomalyResponse {
+    /// The model that served the request.
+    pub model: String,
+    /// Its version.
+    pub version: u64,
+    /// Whether the threshold is the model's calibrated one (`calibrated`) or the request's (`request`).
+    #[schema(example = "calibrated")]
+    pub threshold_source: &'static str,
+    /// One verdict per row, in request order.
+    pub results: Vec<RowScore>,
+}
+
+/// Scores rows with an autoencoder anomaly scorer.
+///
+/// Each row is scaled as the model's config says and reconstructed by the autoencoder; the score
+/// is the mean squared reconstruction error, compared with the calibrated threshold (or the
+/// request's). The features that contribute most to the error say why a row stands out.
+#[utoipa::path(post, path = "/anomaly", tag = "inference", params(ModelSelector, ("x-deadline-ms" = Option<u64>, Header, description = "Inference deadline in ms")),
+    request_body(content = AnomalyRequest, content_type = "application/json"),
+    responses(
+        (status = 200, body = AnomalyResponse),
+        (status = 400, body = super::error::ErrorBody), (status = 404, body = super::error::ErrorBody),
+        (status = 413, body = super::error::ErrorBody), (status = 415, body = super::error::ErrorBody),
+        (status = 422, description = "Wrong feature count, unknown names, NaN, empty rows, bad threshold", body = super::error::ErrorBody),
+        (status = 429, body = super::error::ErrorBody), (status = 503, body = super::error::ErrorBody), (status = 504, body = super::error::ErrorBody),
+    ))]
+pub async fn anomaly(
+    State(app): State<AppState>,
+    q: Result<Query<ModelSelector>, axum::extract::rejection::QueryRejection>,
+    headers: HeaderMap,
+    body: bytes::Bytes,
+) -> Result<impl IntoResponse, ApiError> {
+    let Query(q) = q?;
+    super::require_json(&headers)?;
+    let deadline = app.deadline(&headers)?;
+    let req: AnomalyRequest = parse_json(&body)?;
+    app.check_items("rows", req.rows.len())?;
+    let v = app.pick_model(Kind::Anomaly, req.model.as_deref().or(q.model.as_deref()), req.version.or(q.version))?;
+    let cfg = v.config.anomaly.clone().expect("anomaly config");
+    let (threshold, source) = match req.threshold {
+        Some(t) if t.is_finite() && t >= 0.0 => (t, "request"),
+        Some(_) => return Err(ApiError::invalid("threshold", "must be a finite number >= 0")),
+        None => (cfg.threshold, "calibrated"),
+    };
+    let d = cfg.features as usize;
+    let top = req.top_features.unwrap_or(3.min(d));
+    if top > d {
+        return Err(ApiError::invalid("top_features", format!("must be between 0 and {d} (the number of features)")));
+    }
+    let mut raws = Vec::with_capacity(req.rows.len());
+    let mut scaled = Vec::with_capacity(req.rows.len());
+    for (i, row) in req.rows.iter().enumerate() {
+        let raw: Vec<f64> = match row {
+            serde_json::Value::Array(vals) => vals
+                .iter()
+                .enumerate()
+                .map(|(j, x)| {
+                    x.as_f64().ok_or_else(|| ApiError::invalid(format!("rows[{i}][{j}]"), "must be a number"))
+                })
+                .collect::<Result<_, _>>()?,
+            serde_json::Value::Object(m) => anomaly::named_row(m, i, &cfg)?,
+            _ => {
+                return Err(ApiError::invalid(
+                    format!("rows[{i}]"),
+                    format!("must be an array of {d} numbers or an object of feature values"),
+                ))
+            }
+        };
+        scaled.push(anomaly::prepare(&raw, i, &cfg)?);
+        raws.push(raw);
+    }
+    let items = scaled.iter().map(|x| vec![ItemTensor::f32(vec![d as i64], x.clone())]).collect();
+    let outs = v.batcher.infer(items, deadline).await?;
+    let results = outs
+        .iter()
+        .zip(scaled.iter().zip(&raws))
+        .map(|(o, (x, raw))| {
+            let (score, top_features) = anomaly::score(x, &o.outputs[0].data, raw, &cfg, top);
+            RowScore { score, threshold, is_anomaly: score > threshold, top_features }
+        })
+        .collect();
+    let timings: Vec<_> = outs.iter().map(|o| o.timing).collect();
+    Ok((
+        served_headers(&v, &timings),
+        Json(AnomalyResponse { model: v.name.clone(), version: v.version, threshold_source: source, results }),
+    ))
+}

@@ -1,0 +1,345 @@
+//! `POST /classify`: images to top-k labels with probabilities.
+
+use super::error::{parse_json, ApiError, ErrorType};
+use super::{served_headers, AppState};
+use crate::batching::ItemTensor;
+use crate::kinds::classifier::{self, Class, Pixels};
+use crate::registry::config::{ClassifierConfig, Kind};
+use axum::extract::{FromRequest, Multipart, Query, Request, State};
+use axum::http::header;
+use axum::response::IntoResponse;
+use axum::Json;
+use base64::Engine;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+/// Media types accepted as a raw image body.
+pub const IMAGE_TYPES: [&str; 5] = ["image/png", "image/jpeg", "image/webp", "image/gif", "image/bmp"];
+
+/// Query parameters of `/classify`.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ClassifyQuery {
+    /// Model name; when omitted, the default classifier (or the only one loaded).
+    pub model: Option<String>,
+    /// Version; when omitted, the newest served version.
+    pub version: Option<u64>,
+    /// How many classes to return per image: 1 to the number of classes (default 5, or fewer if the model has fewer classes).
+    pub top_k: Option<usize>,
+}
+
+/// One image in a JSON request: either `base64` (an encoded PNG/JPEG/WebP/GIF/BMP file) or
+/// `pixels` (values from 0 to 255, nested `[H][W]`/`[H][W][C]`, or flat with `shape`).
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ImageInput {
+    /// A base64-encoded image file.
+    pub base64: Option<String>,
+    /// Raw pixel values in [0, 255]: nested arrays `[H][W]` or `[H][W][C]`, or a flat array with `shape`.
+    #[schema(value_type = Option<Object>)]
+    pub pixels: Option<serde_json::Value>,
+    /// Shape of flat `pixels`: `[H, W]` or `[H, W, C]` with C = 1 or 3.
+    pub shape: Option<Vec<usize>>,
+}
+
+/// JSON body of `/classify`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"model": "digits-cnn", "top_k": 3, "images": [{"base64": "iVBORw0KGgo..."}]}))]
+pub struct ClassifyRequest {
+    /// Model name (overrides the query string).
+    pub model: Option<String>,
+    /// Version (overrides the query string).
+    pub version: Option<u64>,
+    /// Classes to return per image.
+    pub top_k: Option<usize>,
+    /// The images, 1 to `--max-items-per-request`.
+    pub images: Vec<ImageInput>,
+}
+
+/// `multipart/form-data` body: one or more image files, plus optional text fields.
+#[derive(Debug, ToSchema)]
+#[allow(dead_code)]
+pub struct ClassifyMultipart {
+    /// Image files (any field name; each file part is one image).
+    #[schema(value_type = Vec<String>, format = Binary)]
+    file: Vec<Vec<u8>>,
+    /// Model name.
+    model: Option<String>,
+    /// Classes to return per image.
+    top_k: Option<usize>,
+}
+
+/// A raw image body.
+#[derive(Debug, ToSchema)]
+#[schema(value_type = String, format = Binary)]
+pub struct ImageBody(#[allow(dead_code)] Vec<u8>);
+
+/// The result for one image.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ImageResult {
+    /// The most probable class.
+    #[schema(example = "7")]
+    pub label: String,
+    /// Its probability.
+    pub probability: f32,
+    /// The `top_k` classes, most probable first.
+    pub top_k: Vec<Class>,
+    /// Whether the image was inverted (light background detected) before classification.
+    pub inverted: bool,
+}
+
+/// Response of `/classify`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ClassifyResponse {
+    /// The model that served the request.
+    #[schema(example = "digits-cnn")]
+    pub model: String,
+    /// Its version.
+    pub version: u64,
+    /// One result per image, in request order.
+    pub results: Vec<ImageResult>,
+}
+
+enum Source {
+    Encoded(String, bytes::Bytes),
+    Values(String, Vec<f64>, Vec<usize>),
+}
+
+/// Classifies images with a CNN classifier.
+///
+/// Send a raw image body (`image/png`, `image/jpeg`, `image/webp`, `image/gif`, `image/bmp`),
+/// `multipart/form-data` with one or more image files, or JSON with base64 images or raw pixel
+/// arrays. Each image is decoded, converted to the model's channels, inverted when its border is
+/// light (dark ink on paper) if the model's config says `invert = "auto"`, resized, normalised,
+/// and batched with other requests' images. Images larger than `--max-image-pixels` are refused
+/// with 413 from their header, before decoding.
+#[utoipa::path(post, path = "/classify", tag = "inference", params(ClassifyQuery, ("x-deadline-ms" = Option<u64>, Header, description = "Inference deadline in ms")),
+    request_body(content(
+        (ClassifyRequest = "application/json"),
+        (ImageBody = "image/png"), (ImageBody = "image/jpeg"), (ImageBody = "image/webp"), (ImageBody = "image/gif"), (ImageBody = "image/bmp"),
+        (ClassifyMultipart = "multipart/form-data")
+    )),
+    responses(
+        (status = 200, body = ClassifyResponse, example = json!({"model": "digits-cnn", "version": 1, "results": [{"label": "7", "probability": 0.998, "top_k": [{"label": "7", "index": 7, "probability": 0.998}], "inverted": true}]})),
+        (status = 400, description = "Undecodable image, malformed body, wrong model kind", body = super::error::ErrorBody),
+        (status = 404, description = "Unknown model or version", body = super::error::ErrorBody),
+        (status = 413, description = "Body or image over its limit", body = super::error::ErrorBody),
+        (status = 415, description = "Unsupported content type", body = super::error::ErrorBody),
+        (status = 422, description = "Invalid values (top_k, pixels, counts)", body = super::error::ErrorBody),
+        (status = 429, description = "Queue full; see Retry-After", body = super::error::ErrorBody),
+        (status = 503, description = "Model not ready", body = super::error::ErrorBody),
+        (status = 504, description = "Deadline exceeded", body = super::error::ErrorBody),
+    ))]
+pub async fn classify(State(app): State<AppState>, req: Request) -> Result<impl IntoResponse, ApiError> {
+    let mut q: ClassifyQuery = Query::try_from_uri(req.uri()).map(|Query(q)| q).map_err(ApiError::from)?;
+    let deadline = app.deadline(req.headers())?;
+    let ctype = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.split(';').next().unwrap_or("").trim().to_ascii_lowercase())
+        .unwrap_or_default();
+    let mut sources = Vec::new();
+    if IMAGE_TYPES.contains(&ctype.as_str()) {
+        let body = bytes::Bytes::from_request(req, &app).await.map_err(ApiError::from)?;
+        sources.push(Source::Encoded("body".into(), body));
+    } else if ctype == "multipart/form-data" {
+        let mut mp = Multipart::from_request(req, &app)
+            .await
+            .map_err(|e| ApiError::new(ErrorType::BadRequest, e.body_text()))?;
+        let mut index = 0;
+        while let Some(field) = mp.next_field().await.map_err(|e| multipart_error(e.status(), e.body_text()))? {
+            let name = field.name().unwrap_or("").to_string();
+            let is_file = field.file_name().is_some() || field.content_type().is_some_and(|c| c.starts_with("image/"));
+            let data = field.bytes().await.map_err(|e| multipart_error(e.status(), e.body_text()))?;
+            if is_file {
+                let label = format!("file[{index}]");
+                index += 1;
+                sources.push(Source::Encoded(label, data));
+                app.check_items_soft(sources.len())?;
+                continue;
+            }
+            let text = String::from_utf8_lossy(&data).trim().to_string();
+            match name.as_str() {
+                "model" => q.model = Some(text),
+                "version" => {
+                    q.version =
+                        Some(text.parse().map_err(|_| ApiError::invalid("version", "must be a non-negative integer"))?)
+                }
+                "top_k" => {
+                    q.top_k = Some(text.parse().map_err(|_| ApiError::invalid("top_k", "must be a positive integer"))?)
+                }
+                other => {
+                    return Err(ApiError::invalid(
+                        other,
+                        "unknown form field; send image files plus optional model, version, top_k",
+                    ))
+                }
+            }
+        }
+    } else if ctype == "application/json" {
+        let body = bytes::Bytes::from_request(req, &app).await.map_err(ApiError::from)?;
+        let json: ClassifyRequest = parse_json(&body)?;
+        q.model = json.model.or(q.model);
+        q.version = json.version.or(q.version);
+        q.top_k = json.top_k.or(q.top_k);
+        app.check_items("images", json.images.len())?;
+        for (i, img) in json.images.into_iter().enumerate() {
+            let field = format!("images[{i}]");
+            match (img.base64, img.pixels) {
+                (Some(b64), None) => {
+                    let bytes = base64::engine::general_purpose::STANDARD.decode(b64.trim()).map_err(|e| {
+                        ApiError::invalid(format!("{field}.base64"), format!("is not valid base64: {e}"))
+                    })?;
+                    sources.push(Source::Encoded(field, bytes.into()));
+                }
+                (None, Some(px)) => {
+                    let (values, shape) = flatten_pixels(&px, img.shape, &field)?;
+                    sources.push(Source::Values(field, values, shape));
+                }
+                _ => return Err(ApiError::invalid(field, "give exactly one of base64 or pixels")),
+            }
+        }
+    } else if ctype.is_empty() {
+        return Err(ApiError::new(
+            ErrorType::UnsupportedMediaType,
+            format!(
+                "missing Content-Type; send one of {}, multipart/form-data or application/json",
+                IMAGE_TYPES.join(", ")
+            ),
+        ));
+    } else {
+        return Err(ApiError::new(
+            ErrorType::UnsupportedMediaType,
+            format!(
+                "Content-Type {ctype} is not accepted; send one of {}, multipart/form-data or application/json",
+                IMAGE_TYPES.join(", ")
+            ),
+        ));
+    }
+    app.check_items("images", sources.len())?;
+    let v = app.pick_model(Kind::Classifier, q.model.as_deref(), q.version)?;
+    let classes = v.classes();
+    let top_k = match q.top_k {
+        None => 5.min(classes),
+        Some(k) if k >= 1 && k <= classes => k,
+        Some(_) => {
+            return Err(ApiError::invalid("top_k", format!("must be between 1 and {classes} (the number of classes)")))
+        }
+    };
+    let cfg = v.config.classifier.clone().expect("classifier config");
+    let max_pixels = app.limits.max_image_pixels;
+    let rows =
+        tokio::task::spawn_blocking(move || preprocess_all(sources, &cfg, max_pixels)).await.map_err(|e| {
+            ApiError { detail: Some(e.to_string()), ..ApiError::new(ErrorType::Internal, "internal error") }
+        })??;
+    let shape = v.config.classifier.as_ref().expect("classifier").input_shape.to_vec();
+    let inverted: Vec<bool> = rows.iter().map(|r| r.1).collect();
+    let items = rows.into_iter().map(|(row, _)| vec![ItemTensor::f32(shape.clone(), row)]).collect();
+    let outs = v.batcher.infer(items, deadline).await?;
+    let output = v.config.classifier.as_ref().expect("classifier").output;
+    let results = outs
+        .iter()
+        .zip(inverted)
+        .map(|(o, inverted)| {
+            let top = classifier::top_k(&o.outputs[0].data, output, &v.labels, top_k);
+            ImageResult { label: top[0].label.clone(), probability: top[0].probability, top_k: top, inverted }
+        })
+        .collect();
+    let timings: Vec<_> = outs.iter().map(|o| o.timing).collect();
+    Ok((served_headers(&v, &timings), Json(ClassifyResponse { model: v.name.clone(), version: v.version, results })))
+}
+
+impl super::App {
+    /// Refuses a multipart request as soon as it has more files than allowed, before reading the rest.
+    fn check_items_soft(&self, n: usize) -> Result<(), ApiError> {
+        if n > self.limits.max_items {
+            return Err(ApiError::invalid(
+                "images",
+                format!("more than {} images; at most {} per request", self.limits.max_items, self.limits.max_items),
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn multipart_error(status: axum::http::StatusCode, text: String) -> ApiError {
+    if status == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+        ApiError::new(ErrorType::PayloadTooLarge, "request body exceeds the body limit (--body-limit-bytes)")
+    } else {
+        ApiError::new(ErrorType::BadRequest, format!("malformed multipart body: {text}"))
+    }
+}
+
+fn preprocess_all(
+    sources: Vec<Source>,
+    cfg: &ClassifierConfig,
+    max_pixels: u64,
+) -> Result<Vec<(Vec<f32>, bool)>, ApiError> {
+    sources
+        .into_iter()
+        .map(|s| {
+            let px: Pixels = match s {
+                Source::Encoded(field, bytes) => {
+                    let img = classifier::decode(&bytes, &field, max_pixels)?;
+                    classifier::from_image(&img, cfg.input_shape[0])
+                }
+                Source::Values(field, values, shape) => {
+                    classifier::from_values(&values, &shape, cfg, &field, max_pixels)?
+                }
+            };
+            Ok(classifier::to_row(px, cfg))
+        })
+        .collect()
+}
+
+/// Flattens nested pixel arrays (`[H][W]` or `[H][W][C]`) or checks a flat array against `shape`.
+fn flatten_pixels(
+    v: &serde_json::Value,
+    shape: Option<Vec<usize>>,
+    field: &str,
+) -> Result<(Vec<f64>, Vec<usize>), ApiError> {
+    let pf = format!("{field}.pixels");
+    let mut out = Vec::new();
+    let mut dims: Vec<usize> = Vec::new();
+    fn walk(
+        v: &serde_json::Value,
+        depth: usize,
+        dims: &mut Vec<usize>,
+        out: &mut Vec<f64>,
+        field: &str,
+    ) -> Result<(), ApiError> {
+        match v {
+            serde_json::Value::Number(n) => {
+                if depth != dims.len() {
+                    return Err(ApiError::invalid(field, "nested arrays must be rectangular"));
+                }
+                out.push(n.as_f64().unwrap_or(f64::NAN));
+                Ok(())
+            }
+            serde_json::Value::Array(a) => {
+                if depth > 3 {
+                    return Err(ApiError::invalid(field, "at most 3 levels of nesting ([H][W][C])"));
+                }
+                if dims.len() == depth {
+                    if !out.is_empty() {
+                        return Err(ApiError::invalid(field, "nested arrays must be rectangular"));
+                    }
+                    dims.push(a.len());
+                } else if dims[depth] != a.len() {
+                    return Err(ApiError::invalid(field, "nested arrays must be rectangular"));
+                }
+                a.iter().try_for_each(|x| walk(x, depth + 1, dims, out, field))
+            }
+            _ => Err(ApiError::invalid(field, "must hold only numbers")),
+        }
+    }
+    walk(v, 0, &mut dims, &mut out, &pf)?;
+    match (shape, dims.len()) {
+        (Some(s), 1) => Ok((out, s)),
+        (None, 2 | 3) => Ok((out, dims)),
+        (None, _) => Err(ApiError::invalid(pf, "give nested [H][W] or [H][W][C] arrays, or a flat array with shape")),
+        (Some(_), _) => Err(ApiError::invalid(format!("{field}.shape"), "only goes with a flat pixels array")),
+    }
+}

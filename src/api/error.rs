@@ -1,0 +1,376 @@
+//! The one error shape of the API and the one table that maps errors to HTTP status.
+//!
+//! When to use what: handlers return [`ApiError`]; domain errors ([`RegistryError`],
+//! [`InferError`], [`KindError`]) convert into it with `?`, and [`ErrorType::status`] is the only
+//! place where a status code is chosen. Every non-2xx response has the body
+//! `{"error": {"type": "...", "message": "...", "field": "..."}}` — except under `/v2`, where the
+//! Open Inference Protocol prescribes `{"error": "..."}`. Details of 5xx errors are logged, never
+//! sent.
+
+use crate::batching::InferError;
+use crate::kinds::KindError;
+use crate::registry::RegistryError;
+use axum::extract::rejection::{BytesRejection, JsonRejection, QueryRejection};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+/// Error categories; each has exactly one status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorType {
+    /// Malformed request (bad JSON, bad query string).
+    BadRequest,
+    /// Well-formed but out of range, wrong length, NaN, etc.
+    InvalidInput,
+    /// An image that cannot be decoded.
+    UndecodableImage,
+    /// The model exists but is of another kind than the endpoint serves.
+    WrongKind,
+    /// No model is named and none is the default.
+    ModelRequired,
+    /// The body or an image is larger than allowed.
+    PayloadTooLarge,
+    /// The content type is not one the endpoint accepts.
+    UnsupportedMediaType,
+    /// No such route, model or version.
+    NotFound,
+    /// The HTTP method is not allowed on the route.
+    MethodNotAllowed,
+    /// Admin route without a bearer token.
+    Unauthorized,
+    /// Admin route with a wrong token.
+    Forbidden,
+    /// The queue is full: retry after the `Retry-After` seconds.
+    Overloaded,
+    /// The model is loading, failed, unloaded, or has no live worker.
+    ModelNotReady,
+    /// A model version failed to load; what was serving keeps serving.
+    LoadFailed,
+    /// The server is shutting down.
+    ShuttingDown,
+    /// The request was not served within its deadline.
+    DeadlineExceeded,
+    /// Inference failed (forward raised, NaN output, worker failure).
+    InferenceFailed,
+    /// Anything else that is the server's fault.
+    Internal,
+}
+
+impl ErrorType {
+    /// The single error-to-status table.
+    pub fn status(self) -> StatusCode {
+        match self {
+            ErrorType::BadRequest | ErrorType::UndecodableImage | ErrorType::WrongKind | ErrorType::ModelRequired => {
+                StatusCode::BAD_REQUEST
+            }
+            ErrorType::InvalidInput | ErrorType::LoadFailed => StatusCode::UNPROCESSABLE_ENTITY,
+            ErrorType::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorType::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ErrorType::NotFound => StatusCode::NOT_FOUND,
+            ErrorType::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ErrorType::Unauthorized => StatusCode::UNAUTHORIZED,
+            ErrorType::Forbidden => StatusCode::FORBIDDEN,
+            ErrorType::Overloaded => StatusCode::TOO_MANY_REQUESTS,
+            ErrorType::ModelNotReady | ErrorType::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorType::DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,
+            ErrorType::InferenceFailed | ErrorType::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The category a bare status stands for, for responses made outside the handlers.
+    pub fn from_status(s: StatusCode) -> ErrorType {
+        match s.as_u16() {
+            400 => ErrorType::BadRequest,
+            401 => ErrorType::Unauthorized,
+            403 => ErrorType::Forbidden,
+            404 => ErrorType::NotFound,
+            405 => ErrorType::MethodNotAllowed,
+            408 | 504 => ErrorType::DeadlineExceeded,
+            413 => ErrorType::PayloadTooLarge,
+            415 => ErrorType::UnsupportedMediaType,
+            422 => ErrorType::InvalidInput,
+            429 => ErrorType::Overloaded,
+            503 => ErrorType::ModelNotReady,
+            s if s < 500 => ErrorType::BadRequest,
+            _ => ErrorType::Internal,
+        }
+    }
+}
+
+/// The body of every error response.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody {
+    /// The error.
+    pub error: ErrorDetail,
+}
+
+/// What went wrong.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorDetail {
+    /// Category (decides the status).
+    #[serde(rename = "type")]
+    pub ty: ErrorType,
+    /// Human-readable explanation naming the field and limit where there is one.
+    #[schema(example = "horizon: must be between 1 and 48")]
+    pub message: String,
+    /// The request field at fault, when there is one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(example = "horizon")]
+    pub field: Option<String>,
+}
+
+/// An error on its way to becoming a response.
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    /// Category.
+    pub ty: ErrorType,
+    /// Message for the client (for 5xx a generic one; the detail goes to the log).
+    pub message: String,
+    /// The field at fault.
+    pub field: Option<String>,
+    /// Seconds for `Retry-After`.
+    pub retry_after: Option<u64>,
+    /// Detail logged for 5xx, never sent.
+    pub detail: Option<String>,
+}
+
+impl ApiError {
+    /// An error of a type with a message.
+    pub fn new(ty: ErrorType, message: impl Into<String>) -> ApiError {
+        ApiError { ty, message: message.into(), field: None, retry_after: None, detail: None }
+    }
+    /// Invalid input in `field`.
+    pub fn invalid(field: impl Into<String>, message: impl std::fmt::Display) -> ApiError {
+        let field = field.into();
+        ApiError {
+            message: format!("{field}: {message}"),
+            field: Some(field),
+            ..ApiError::new(ErrorType::InvalidInput, "")
+        }
+    }
+    /// A bad request in `field`.
+    pub fn bad_request(field: impl Into<String>, message: impl std::fmt::Display) -> ApiError {
+        ApiError { ty: ErrorType::BadRequest, ..ApiError::invalid(field, message) }
+    }
+    /// The HTTP status.
+    pub fn status(&self) -> StatusCode {
+        self.ty.status()
+    }
+    /// The message as sent, with 5xx details logged here.
+    fn client_message(&self) -> String {
+        if self.status().is_server_error() {
+            if let Some(d) = &self.detail {
+                tracing::error!(error_type = ?self.ty, detail = %d, "request failed");
+            }
+        }
+        self.message.clone()
+    }
+    /// Renders in the Open Inference Protocol's shape, `{"error": "..."}`.
+    pub fn into_v2_response(self) -> Response {
+        let status = self.status();
+        let body = serde_json::json!({ "error": self.client_message() });
+        finish(status, self.retry_after, axum::Json(body).into_response())
+    }
+}
+
+fn finish(status: StatusCode, retry_after: Option<u64>, mut resp: Response) -> Response {
+    *resp.status_mut() = status;
+    if let Some(s) = retry_after {
+        resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(s));
+    }
+    resp
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let body =
+            ErrorBody { error: ErrorDetail { ty: self.ty, message: self.client_message(), field: self.field.clone() } };
+        finish(status, self.retry_after, axum::Json(body).into_response())
+    }
+}
+
+impl From<KindError> for ApiError {
+    fn from(e: KindError) -> ApiError {
+        let message = e.to_string();
+        match e {
+            KindError::Invalid { field, .. } => {
+                ApiError { message, field: Some(field), ..ApiError::new(ErrorType::InvalidInput, "") }
+            }
+            KindError::Undecodable { field, .. } => {
+                ApiError { message, field: Some(field), ..ApiError::new(ErrorType::UndecodableImage, "") }
+            }
+            KindError::TooLarge { field, .. } => {
+                ApiError { message, field: Some(field), ..ApiError::new(ErrorType::PayloadTooLarge, "") }
+            }
+        }
+    }
+}
+
+impl From<RegistryError> for ApiError {
+    fn from(e: RegistryError) -> ApiError {
+        let message = e.to_string();
+        match e {
+            RegistryError::ModelNotFound(_) | RegistryError::VersionNotFound { .. } => {
+                ApiError::new(ErrorType::NotFound, message)
+            }
+            RegistryError::NotReady { .. } => {
+                ApiError { retry_after: Some(5), ..ApiError::new(ErrorType::ModelNotReady, message) }
+            }
+            RegistryError::InvalidName(_) => {
+                ApiError { field: Some("model".into()), ..ApiError::new(ErrorType::InvalidInput, message) }
+            }
+            RegistryError::LoadFailed(_) => ApiError::new(ErrorType::LoadFailed, message),
+        }
+    }
+}
+
+impl From<InferError> for ApiError {
+    fn from(e: InferError) -> ApiError {
+        let message = e.to_string();
+        match e {
+            InferError::QueueFull { retry_after_s, .. } => {
+                ApiError { retry_after: Some(retry_after_s), ..ApiError::new(ErrorType::Overloaded, message) }
+            }
+            InferError::TooManyItems { .. } => ApiError::new(ErrorType::InvalidInput, message),
+            InferError::InvalidInput(m) => ApiError::new(ErrorType::InvalidInput, m),
+            InferError::DeadlineExceeded { .. } => ApiError::new(ErrorType::DeadlineExceeded, message),
+            InferError::Unavailable => ApiError {
+                retry_after: Some(1),
+                ..ApiError::new(
+                    ErrorType::ModelNotReady,
+                    "the model version is not serving (reloading, unloaded or without a live worker); retry",
+                )
+            },
+            InferError::NonFinite { .. } => {
+                ApiError { detail: Some(message.clone()), ..ApiError::new(ErrorType::InferenceFailed, message) }
+            }
+            InferError::Forward(_) | InferError::BadOutput(_) | InferError::WorkerFailed => ApiError {
+                detail: Some(message),
+                ..ApiError::new(
+                    ErrorType::InferenceFailed,
+                    "inference failed for this batch; the details are in the server log",
+                )
+            },
+        }
+    }
+}
+
+impl From<JsonRejection> for ApiError {
+    fn from(r: JsonRejection) -> ApiError {
+        match r {
+            JsonRejection::MissingJsonContentType(_) => {
+                ApiError::new(ErrorType::UnsupportedMediaType, "expected Content-Type: application/json")
+            }
+            JsonRejection::BytesRejection(b) => ApiError::from(b),
+            other => ApiError::new(ErrorType::BadRequest, other.body_text()),
+        }
+    }
+}
+
+impl From<BytesRejection> for ApiError {
+    fn from(r: BytesRejection) -> ApiError {
+        if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(ErrorType::PayloadTooLarge, "request body exceeds the body limit (--body-limit-bytes)")
+        } else {
+            ApiError::new(ErrorType::BadRequest, r.body_text())
+        }
+    }
+}
+
+impl From<QueryRejection> for ApiError {
+    fn from(r: QueryRejection) -> ApiError {
+        let text = r.body_text();
+        let text = text.strip_prefix("Failed to deserialize query string: ").unwrap_or(&text).to_string();
+        let field = text.split(':').next().filter(|f| !f.contains(' ')).map(String::from);
+        ApiError { field, ..ApiError::new(ErrorType::BadRequest, format!("query string: {text}")) }
+    }
+}
+
+/// Parses a JSON body, naming the path of the offending field (`rows[3][2]`) in errors.
+pub fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let de = &mut serde_json::Deserializer::from_slice(bytes);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        if inner.is_syntax() && non_finite_at(bytes, inner.line(), inner.column()) {
+            let field = (path != ".").then_some(path);
+            let at = field.clone().unwrap_or_else(|| "body".into());
+            return ApiError {
+                field,
+                ..ApiError::new(
+                    ErrorType::InvalidInput,
+                    format!("{at}: must be a finite number (NaN and infinity are not accepted)"),
+                )
+            };
+        }
+        let status = if inner.is_data() { ErrorType::InvalidInput } else { ErrorType::BadRequest };
+        let field = (path != ".").then_some(path);
+        let message = match &field {
+            Some(f) => format!("{f}: {inner}"),
+            None => format!("invalid JSON body: {inner}"),
+        };
+        ApiError { field, ..ApiError::new(status, message) }
+    })
+}
+
+/// Whether a JSON syntax error sits on a NaN/Infinity token or an out-of-range number.
+fn non_finite_at(bytes: &[u8], line: usize, column: usize) -> bool {
+    let Some(text) = std::str::from_utf8(bytes).ok() else { return false };
+    let Some(l) = text.lines().nth(line.saturating_sub(1)) else { return false };
+    let start = column.saturating_sub(3).min(l.len());
+    let end = (column + 1).min(l.len());
+    let around = l.get(start..end).unwrap_or("");
+    let tail = l.get(column.saturating_sub(1).min(l.len())..).unwrap_or("");
+    around.contains('N')
+        || around.contains('I')
+        || tail.starts_with("NaN")
+        || tail.starts_with("Infinity")
+        || tail.starts_with("-Infinity")
+        || (around.chars().any(|c| c.is_ascii_digit()) && (around.contains('e') || around.contains('E')))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_type_has_a_status_and_round_trips_from_it() {
+        for t in [
+            ErrorType::InvalidInput,
+            ErrorType::Overloaded,
+            ErrorType::DeadlineExceeded,
+            ErrorType::UnsupportedMediaType,
+        ] {
+            assert_eq!(ErrorType::from_status(t.status()), t);
+        }
+        assert_eq!(ErrorType::Overloaded.status(), StatusCode::TOO_MANY_REQUESTS);
+    }
+
+    #[test]
+    fn json_errors_name_the_path() {
+        #[derive(serde::Deserialize, Debug)]
+        #[allow(dead_code)]
+        struct Body {
+            horizon: usize,
+        }
+        let e = parse_json::<Body>(br#"{"horizon": -1}"#).unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("horizon"));
+        assert_eq!(e.ty, ErrorType::InvalidInput);
+        let e = parse_json::<Body>(b"{").unwrap_err();
+        assert_eq!(e.ty, ErrorType::BadRequest);
+        let e = parse_json::<serde_json::Value>(br#"{"series": [1.0, NaN, 2.0]}"#).unwrap_err();
+        assert_eq!(e.ty, ErrorType::InvalidInput, "{}", e.message);
+        let e = parse_json::<serde_json::Value>(br#"{"rows": [[1, Infinity]]}"#).unwrap_err();
+        assert_eq!(e.ty, ErrorType::InvalidInput, "{}", e.message);
+    }
+
+    #[test]
+    fn server_errors_hide_details() {
+        let e = ApiError::from(InferError::Forward("/secret/path.py line 3".into()));
+        assert!(!e.message.contains("secret"));
+        assert_eq!(e.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    }
+}

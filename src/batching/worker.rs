@@ -1,0 +1,428 @@
+//! Worker threads and the handle that request handlers submit items through.
+//!
+//! Inference runs only on these OS threads, never on tokio's workers. Each thread owns its own
+//! replica of the TorchScript module, takes a no-grad guard (grad mode is per thread), and loops:
+//! cut a batch under the queue mutex, stack it, move it to the device once, run `forward`, move
+//! the outputs back once, and answer every caller through its own oneshot channel.
+
+use super::queue::{BatchKey, Next, Pending, QueueState};
+use super::{Elem, InferError, ItemOutput, ItemTensor, OutputTensor, TensorData, Timing};
+use crate::metrics::Metrics;
+use crate::registry::config::BatchingConfig;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+use tch::jit::IValue;
+use tch::{CModule, Device, Kind, Tensor};
+use tokio::sync::oneshot;
+
+type Reply = oneshot::Sender<Result<ItemOutput, InferError>>;
+
+/// One queued item.
+struct Entry {
+    inputs: Vec<ItemTensor>,
+    key: BatchKey,
+    at: Instant,
+    deadline: Instant,
+    deadline_ms: u64,
+    tx: Reply,
+}
+
+impl Pending for Entry {
+    fn key(&self) -> &BatchKey {
+        &self.key
+    }
+    fn enqueued_at(&self) -> Instant {
+        self.at
+    }
+    fn deadline(&self) -> Instant {
+        self.deadline
+    }
+    fn abandoned(&self) -> bool {
+        self.tx.is_closed()
+    }
+}
+
+/// What a batcher needs to run one model version.
+#[derive(Clone)]
+pub struct BatcherSpec {
+    /// Model name (metrics label).
+    pub model: String,
+    /// Version number (metrics label).
+    pub version: u64,
+    /// Where the replicas live.
+    pub device: Device,
+    /// Queue and batch settings.
+    pub batching: BatchingConfig,
+    /// The TorchScript file's bytes, kept to load a fresh replica when a worker is replaced.
+    pub module_bytes: Arc<Vec<u8>>,
+}
+
+struct Shared {
+    spec: BatcherSpec,
+    version_label: String,
+    state: Mutex<QueueState<Entry>>,
+    cv: Condvar,
+    closing: AtomicBool,
+    live: AtomicUsize,
+    next_worker_id: AtomicUsize,
+    metrics: Metrics,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, QueueState<Entry>> {
+        // A panic never happens while this lock is held (only queue bookkeeping runs under it),
+        // but recover from poisoning rather than take the whole version down.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+    fn labels(&self) -> [&str; 2] {
+        [&self.spec.model, &self.version_label]
+    }
+    fn count(&self, fate: &str, n: usize) {
+        if n > 0 {
+            self.metrics.items.with_label_values(&[&self.spec.model, &self.version_label, fate]).inc_by(n as u64);
+        }
+    }
+}
+
+/// The submission handle of one model version. Dropping the last handle closes the queue: the
+/// workers finish what is queued and exit, freeing their replicas.
+pub struct Batcher {
+    shared: Arc<Shared>,
+}
+
+impl Drop for Batcher {
+    fn drop(&mut self) {
+        self.shared.closing.store(true, Ordering::SeqCst);
+        self.shared.cv.notify_all();
+        self.shared.metrics.forget_version(&self.shared.spec.model, &self.shared.version_label);
+    }
+}
+
+/// Loads one replica of a module on `device`, in eval mode.
+pub fn load_replica(bytes: &[u8], device: Device) -> Result<CModule, tch::TchError> {
+    let mut m = CModule::load_data_on_device(&mut std::io::Cursor::new(bytes), device)?;
+    m.f_set_eval()?;
+    Ok(m)
+}
+
+impl Batcher {
+    /// Starts one worker thread per replica.
+    pub fn start(spec: BatcherSpec, replicas: Vec<CModule>, metrics: Metrics) -> Batcher {
+        let b = &spec.batching;
+        let delay = Duration::from_secs_f64(b.max_queue_delay_ms / 1000.0);
+        let state = QueueState::new(b.queue_capacity, b.max_batch_size, delay);
+        let shared = Arc::new(Shared {
+            version_label: spec.version.to_string(),
+            spec,
+            state: Mutex::new(state),
+            cv: Condvar::new(),
+            closing: AtomicBool::new(false),
+            live: AtomicUsize::new(0),
+            next_worker_id: AtomicUsize::new(0),
+            metrics,
+        });
+        for module in replicas {
+            spawn_worker(shared.clone(), module);
+        }
+        Batcher { shared }
+    }
+
+    /// Live worker threads.
+    pub fn live_workers(&self) -> usize {
+        self.shared.live.load(Ordering::SeqCst)
+    }
+
+    /// Items waiting.
+    pub fn queue_len(&self) -> usize {
+        self.shared.lock().len()
+    }
+
+    /// Admits all items of one request or none, at once; never waits for room.
+    pub fn submit(
+        &self,
+        items: Vec<Vec<ItemTensor>>,
+        deadline: Duration,
+    ) -> Result<Vec<oneshot::Receiver<Result<ItemOutput, InferError>>>, InferError> {
+        let s = &self.shared;
+        let capacity = s.spec.batching.queue_capacity;
+        if items.len() > capacity {
+            s.count("rejected", items.len());
+            return Err(InferError::TooManyItems { model: s.spec.model.clone(), items: items.len(), capacity });
+        }
+        for (i, item) in items.iter().enumerate() {
+            for t in item {
+                let want: i64 = t.shape.iter().product();
+                if t.shape.iter().any(|d| *d < 0) || want as usize != t.data.len() {
+                    return Err(InferError::InvalidInput(format!(
+                        "item {i}: {} values do not fill shape {:?}",
+                        t.data.len(),
+                        t.shape
+                    )));
+                }
+            }
+        }
+        if s.closing.load(Ordering::SeqCst) || s.live.load(Ordering::SeqCst) == 0 {
+            return Err(InferError::Unavailable);
+        }
+        let now = Instant::now();
+        let deadline_at = now + deadline;
+        let deadline_ms = deadline.as_millis() as u64;
+        let mut rxs = Vec::with_capacity(items.len());
+        let entries: Vec<Entry> = items
+            .into_iter()
+            .map(|inputs| {
+                let (tx, rx) = oneshot::channel();
+                rxs.push(rx);
+                let key = BatchKey(inputs.iter().map(|t| (t.data.elem() as u8, t.shape.clone())).collect());
+                Entry { inputs, key, at: now, deadline: deadline_at, deadline_ms, tx }
+            })
+            .collect();
+        let n = entries.len();
+        let depth = {
+            let mut st = s.lock();
+            if let Err(back) = st.try_push_all(entries) {
+                drop(st);
+                s.count("rejected", back.len());
+                return Err(InferError::QueueFull { model: s.spec.model.clone(), capacity, retry_after_s: 1 });
+            }
+            st.len()
+        };
+        s.metrics.queue_depth.with_label_values(&s.labels()).set(depth as i64);
+        if n == 1 {
+            s.cv.notify_one();
+        } else {
+            s.cv.notify_all();
+        }
+        Ok(rxs)
+    }
+
+    /// Submits the items and waits for all their results, up to `deadline`.
+    pub async fn infer(&self, items: Vec<Vec<ItemTensor>>, deadline: Duration) -> Result<Vec<ItemOutput>, InferError> {
+        let rxs = self.submit(items, deadline)?;
+        let deadline_ms = deadline.as_millis() as u64;
+        let all = futures::future::join_all(rxs);
+        // Dropping the receivers on timeout marks the items abandoned, so queued ones are never computed.
+        let results =
+            tokio::time::timeout(deadline, all).await.map_err(|_| InferError::DeadlineExceeded { deadline_ms })?;
+        results.into_iter().map(|r| r.unwrap_or(Err(InferError::WorkerFailed))).collect()
+    }
+}
+
+fn spawn_worker(shared: Arc<Shared>, module: CModule) {
+    let id = shared.next_worker_id.fetch_add(1, Ordering::SeqCst);
+    let live = shared.live.fetch_add(1, Ordering::SeqCst) + 1;
+    shared.metrics.workers.with_label_values(&shared.labels()).set(live as i64);
+    let name = format!("dlserve-{}-v{}-w{}", shared.spec.model, shared.spec.version, id);
+    let sh = shared.clone();
+    let spawned = std::thread::Builder::new().name(name).spawn(move || worker_main(sh, module));
+    if let Err(e) = spawned {
+        tracing::error!(model = %shared.spec.model, error = %e, "cannot spawn worker thread");
+        shared.live.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+fn worker_main(shared: Arc<Shared>, module: CModule) {
+    let _no_grad = tch::no_grad_guard();
+    loop {
+        let Some(batch) = next_batch(&shared) else { break };
+        let outcome = catch_unwind(AssertUnwindSafe(|| run_batch(&shared, &module, batch)));
+        if outcome.is_err() {
+            // The callers of this batch see their senders dropped and get WorkerFailed.
+            shared.metrics.worker_restarts.with_label_values(&shared.labels()).inc();
+            tracing::error!(model = %shared.spec.model, version = shared.spec.version, "worker panicked; replacing it");
+            match load_replica(&shared.spec.module_bytes, shared.spec.device) {
+                Ok(fresh) => spawn_worker(shared.clone(), fresh),
+                Err(e) => tracing::error!(model = %shared.spec.model, error = %e, "cannot load a replacement replica"),
+            }
+            break;
+        }
+    }
+    let live = shared.live.fetch_sub(1, Ordering::SeqCst) - 1;
+    if !shared.closing.load(Ordering::SeqCst) {
+        shared.metrics.workers.with_label_values(&shared.labels()).set(live as i64);
+    }
+    if live == 0 {
+        // No worker is left to serve what waits: answer it rather than let it hang.
+        let left = shared.lock().drain_all();
+        for e in left {
+            let _ = e.tx.send(Err(InferError::Unavailable));
+        }
+    }
+}
+
+/// Blocks until a batch is ready; `None` when the version is closing and nothing waits.
+fn next_batch(shared: &Shared) -> Option<Vec<Entry>> {
+    let mut st = shared.lock();
+    loop {
+        let now = Instant::now();
+        let (next, removed) = st.next(now);
+        shared.count("abandoned", removed.abandoned);
+        shared.count("expired", removed.expired.len());
+        for e in removed.expired {
+            let _ = e.tx.send(Err(InferError::DeadlineExceeded { deadline_ms: e.deadline_ms }));
+        }
+        match next {
+            Next::Batch(b) => {
+                shared.metrics.queue_depth.with_label_values(&shared.labels()).set(st.len() as i64);
+                return Some(b);
+            }
+            Next::WaitUntil(t) => {
+                st = shared.cv.wait_timeout(st, t.saturating_duration_since(now)).unwrap_or_else(|p| p.into_inner()).0;
+            }
+            Next::Idle => {
+                if shared.closing.load(Ordering::SeqCst) {
+                    return None;
+                }
+                shared.metrics.queue_depth.with_label_values(&shared.labels()).set(0);
+                st = shared.cv.wait(st).unwrap_or_else(|p| p.into_inner());
+            }
+        }
+    }
+}
+
+#[cfg(feature = "fault-injection")]
+/// Test hook: an item whose first value is this sentinel makes the worker panic.
+pub const PANIC_SENTINEL: f32 = -7777.0;
+
+fn run_batch(shared: &Shared, module: &CModule, batch: Vec<Entry>) {
+    #[cfg(feature = "fault-injection")]
+    if batch.iter().any(|e| matches!(&e.inputs[0].data, TensorData::F32(v) if v.first() == Some(&PANIC_SENTINEL))) {
+        panic!("fault injection: panic sentinel in input");
+    }
+    let start = Instant::now();
+    let n = batch.len();
+    let refs: Vec<&[ItemTensor]> = batch.iter().map(|e| e.inputs.as_slice()).collect();
+    let result = forward_items(module, shared.spec.device, &refs);
+    let compute_time = start.elapsed();
+    let labels = shared.labels();
+    shared.metrics.compute.with_label_values(&labels).observe(compute_time.as_secs_f64());
+    shared.metrics.batch_size.with_label_values(&labels).observe(n as f64);
+    let waits = shared.metrics.queue_wait.with_label_values(&labels);
+    match result {
+        Ok(per_item) => {
+            let mut failed = 0;
+            for (entry, outs) in batch.into_iter().zip(per_item) {
+                let queue = start.saturating_duration_since(entry.at);
+                waits.observe(queue.as_secs_f64());
+                let reply = match outs {
+                    Ok(outputs) => {
+                        Ok(ItemOutput { outputs, timing: Timing { queue, compute: compute_time, batch_size: n } })
+                    }
+                    Err(e) => {
+                        failed += 1;
+                        Err(e)
+                    }
+                };
+                let _ = entry.tx.send(reply);
+            }
+            shared.count("computed", n - failed);
+            shared.count("failed", failed);
+        }
+        Err(e) => {
+            tracing::error!(model = %shared.spec.model, version = shared.spec.version, batch = n, error = %e, "batch failed");
+            shared.count("failed", n);
+            for entry in batch {
+                let _ = entry.tx.send(Err(e.clone()));
+            }
+        }
+    }
+}
+
+/// Per-item outputs of one forward: an item whose output holds NaN or inf gets an error of its own.
+pub type PerItem = Vec<Result<Vec<OutputTensor>, InferError>>;
+
+/// Stacks items that share one shape key, runs forward once and splits the outputs per item.
+/// Uses only fallible tch calls, so libtorch errors become values. Also used by the warm-up and
+/// the in-process benchmark, so they measure exactly what the workers do.
+pub fn forward_items(module: &CModule, device: Device, batch: &[&[ItemTensor]]) -> Result<PerItem, InferError> {
+    let n = batch.len();
+    if n == 0 {
+        return Ok(Vec::new());
+    }
+    let te = |e: tch::TchError| InferError::Forward(e.to_string());
+    let mut inputs = Vec::with_capacity(batch[0].len());
+    for (i, first) in batch[0].iter().enumerate() {
+        let shape = &first.shape;
+        let mut dims = Vec::with_capacity(shape.len() + 1);
+        dims.push(n as i64);
+        dims.extend_from_slice(shape);
+        let host = match first.data.elem() {
+            Elem::F32 => {
+                let mut buf = Vec::with_capacity(n * first.data.len());
+                for e in batch {
+                    if let TensorData::F32(v) = &e[i].data {
+                        buf.extend_from_slice(v);
+                    }
+                }
+                Tensor::f_from_slice(&buf).map_err(te)?
+            }
+            Elem::I64 => {
+                let mut buf = Vec::with_capacity(n * first.data.len());
+                for e in batch {
+                    if let TensorData::I64(v) = &e[i].data {
+                        buf.extend_from_slice(v);
+                    }
+                }
+                Tensor::f_from_slice(&buf).map_err(te)?
+            }
+        };
+        let host = host.f_view(dims.as_slice()).map_err(te)?;
+        let t = match device {
+            Device::Cpu => host,
+            // Pinned host memory lets the copy to the GPU run as DMA without a staging copy.
+            d => {
+                let pinned = host.f_pin_memory(d).unwrap_or(host);
+                pinned.f_to_device_(d, pinned.kind(), true, false).map_err(te)?
+            }
+        };
+        inputs.push(IValue::Tensor(t));
+    }
+    let out = module.forward_is(&inputs).map_err(te)?;
+    let tensors = flatten_outputs(out)?;
+    let mut per_item: PerItem = (0..n).map(|_| Ok(Vec::with_capacity(tensors.len()))).collect();
+    for (oi, t) in tensors.into_iter().enumerate() {
+        let size = t.size();
+        if size.first() != Some(&(n as i64)) {
+            return Err(InferError::BadOutput(format!("output {oi} has shape {size:?}, expected batch dimension {n}")));
+        }
+        let host = t
+            .f_to_device(Device::Cpu)
+            .and_then(|t| t.f_to_kind(Kind::Float))
+            .and_then(|t| t.f_contiguous())
+            .map_err(te)?;
+        let numel: usize = size.iter().product::<i64>() as usize;
+        let mut data = vec![0f32; numel];
+        host.f_copy_data(&mut data, numel).map_err(te)?;
+        let per = numel / n;
+        let item_shape = size[1..].to_vec();
+        for (j, slot) in per_item.iter_mut().enumerate() {
+            let chunk = &data[j * per..(j + 1) * per];
+            if let Ok(v) = slot {
+                if chunk.iter().all(|x| x.is_finite()) {
+                    v.push(OutputTensor { shape: item_shape.clone(), data: chunk.to_vec() });
+                } else {
+                    *slot = Err(InferError::NonFinite { output: oi });
+                }
+            }
+        }
+    }
+    Ok(per_item)
+}
+
+/// A forward may return a tensor, or a tuple/list of tensors; anything else breaks the contract.
+fn flatten_outputs(v: IValue) -> Result<Vec<Tensor>, InferError> {
+    match v {
+        IValue::Tensor(t) => Ok(vec![t]),
+        IValue::TensorList(ts) => Ok(ts),
+        IValue::Tuple(vs) | IValue::GenericList(vs) => vs
+            .into_iter()
+            .map(|v| match v {
+                IValue::Tensor(t) => Ok(t),
+                _ => Err(InferError::BadOutput("forward returned a tuple holding a non-tensor".into())),
+            })
+            .collect(),
+        _ => Err(InferError::BadOutput("forward returned something other than tensors".into())),
+    }
+}

@@ -1,0 +1,122 @@
+//! Server configuration: every setting is a CLI flag and a `DLSERVE_*` environment variable.
+//! The doc comments below are the `--help` text.
+
+use clap::{Parser, ValueEnum};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Human,
+    /// One JSON object per line.
+    Json,
+}
+
+/// dlserve: serve TorchScript CNN classifiers, LSTM forecasters, autoencoder anomaly scorers and
+/// GAN generators over HTTP, with dynamic batching on the GPU or CPU.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "dlserve", version, about, long_about = None)]
+pub struct Args {
+    /// Address to listen on.
+    #[arg(long, env = "DLSERVE_ADDR", default_value = "127.0.0.1:8080")]
+    pub addr: SocketAddr,
+
+    /// Model repository: one directory per model with config.toml and <version>/model.pt.
+    #[arg(long, env = "DLSERVE_MODELS_DIR", default_value = "models")]
+    pub models_dir: PathBuf,
+
+    /// Default device for models whose config names none: auto, cpu, cuda or cuda:N.
+    /// `auto` picks cuda:0 when libtorch sees a GPU. An explicit cuda without a GPU fails start-up.
+    #[arg(long, env = "DLSERVE_DEVICE", default_value = "auto")]
+    pub device: String,
+
+    /// libtorch intra-op threads per forward; 0 = cores / largest `instances` of any model (at least 1).
+    #[arg(long, env = "DLSERVE_INTRA_OP_THREADS", default_value_t = 0)]
+    pub intra_op_threads: usize,
+
+    /// libtorch inter-op threads (used by TorchScript fork/wait only).
+    #[arg(long, env = "DLSERVE_INTER_OP_THREADS", default_value_t = 1)]
+    pub inter_op_threads: usize,
+
+    /// Largest request body, in bytes.
+    #[arg(long, env = "DLSERVE_BODY_LIMIT_BYTES", default_value_t = 32 * 1024 * 1024)]
+    pub body_limit_bytes: usize,
+
+    /// Largest image, in pixels (width x height), checked from the header before decoding.
+    #[arg(long, env = "DLSERVE_MAX_IMAGE_PIXELS", default_value_t = 4096 * 4096)]
+    pub max_image_pixels: u64,
+
+    /// Most items (images, rows, series) one request may carry.
+    #[arg(long, env = "DLSERVE_MAX_ITEMS_PER_REQUEST", default_value_t = 256)]
+    pub max_items_per_request: usize,
+
+    /// Whole-request timeout, in milliseconds (HTTP layer, every route).
+    #[arg(long, env = "DLSERVE_REQUEST_TIMEOUT_MS", default_value_t = 60_000)]
+    pub request_timeout_ms: u64,
+
+    /// Inference deadline when a request sets none, in milliseconds.
+    #[arg(long, env = "DLSERVE_DEFAULT_DEADLINE_MS", default_value_t = 10_000)]
+    pub default_deadline_ms: u64,
+
+    /// Largest deadline a request may ask for with the `x-deadline-ms` header, in milliseconds.
+    #[arg(long, env = "DLSERVE_MAX_DEADLINE_MS", default_value_t = 60_000)]
+    pub max_deadline_ms: u64,
+
+    /// Bearer token for the admin routes (load, unload, reload). Admin routes are off without it.
+    #[arg(long, env = "DLSERVE_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+
+    /// Look for new or changed model versions every N seconds; 0 turns polling off.
+    #[arg(long, env = "DLSERVE_POLL_MODELS_SECS", default_value_t = 0)]
+    pub poll_models_secs: u64,
+
+    /// Default model per kind when a request names none, as kind=name (repeatable or comma-separated).
+    /// Not needed when only one model of a kind is loaded.
+    #[arg(long, env = "DLSERVE_DEFAULT_MODELS", value_delimiter = ',')]
+    pub default_model: Vec<String>,
+
+    /// Allowed CORS origins (comma-separated, or * for any). CORS is off when empty.
+    #[arg(long, env = "DLSERVE_CORS_ORIGINS", value_delimiter = ',')]
+    pub cors_origins: Vec<String>,
+
+    /// Longest time to finish in-flight requests after SIGTERM/SIGINT, in seconds.
+    #[arg(long, env = "DLSERVE_DRAIN_TIMEOUT_SECS", default_value_t = 30)]
+    pub drain_timeout_secs: u64,
+
+    /// Log format; the level filter comes from RUST_LOG (default info).
+    #[arg(long, env = "DLSERVE_LOG_FORMAT", value_enum, default_value = "human")]
+    pub log_format: LogFormat,
+}
+
+impl Args {
+    /// Parses `kind=name` pairs of `--default-model`.
+    pub fn default_models(&self) -> Result<Vec<(crate::registry::config::Kind, String)>, String> {
+        self.default_model
+            .iter()
+            .filter(|s| !s.trim().is_empty())
+            .map(|s| {
+                let (k, n) = s.split_once('=').ok_or_else(|| format!("--default-model '{s}': expected kind=name"))?;
+                let kind = match k.trim() {
+                    "classifier" => crate::registry::config::Kind::Classifier,
+                    "forecaster" => crate::registry::config::Kind::Forecaster,
+                    "anomaly" => crate::registry::config::Kind::Anomaly,
+                    "generator" => crate::registry::config::Kind::Generator,
+                    other => return Err(format!("--default-model '{s}': unknown kind '{other}'")),
+                };
+                Ok((kind, n.trim().to_string()))
+            })
+            .collect()
+    }
+
+    /// The intra-op thread rule: explicit value, or cores / largest `instances` (at least 1), so
+    /// that one model at full load never runs more compute threads than there are cores.
+    pub fn intra_op_threads_for(&self, max_instances: usize) -> usize {
+        if self.intra_op_threads > 0 {
+            return self.intra_op_threads;
+        }
+        let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+        (cores / max_instances.max(1)).max(1)
+    }
+}

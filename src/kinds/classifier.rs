@@ -1,0 +1,294 @@
+//! CNN classifiers: images (encoded files or raw pixel arrays) to `[C, H, W]` rows, logits to top-k.
+
+use super::{invalid, KindError};
+use crate::registry::config::{ClassifierConfig, ClassifierOutput, InvertPolicy};
+use image::imageops::FilterType;
+use image::{DynamicImage, ImageBuffer, ImageReader, Limits, Luma, Rgb};
+use std::io::Cursor;
+
+/// An image as float channels in [0, 1], HWC, before resizing.
+pub enum Pixels {
+    /// One channel.
+    Gray(ImageBuffer<Luma<f32>, Vec<f32>>),
+    /// Three channels.
+    Rgb(ImageBuffer<Rgb<f32>, Vec<f32>>),
+}
+
+/// Decodes an encoded image (PNG, JPEG, WebP, GIF, BMP), refusing one above `max_pixels` from its
+/// header alone, before any pixel is decoded (decompression bombs).
+pub fn decode(bytes: &[u8], field: &str, max_pixels: u64) -> Result<DynamicImage, KindError> {
+    let undecodable = |m: String| KindError::Undecodable { field: field.to_string(), message: m };
+    if bytes.is_empty() {
+        return Err(invalid(field, "image is empty"));
+    }
+    let reader = ImageReader::new(Cursor::new(bytes)).with_guessed_format().map_err(|e| undecodable(e.to_string()))?;
+    if reader.format().is_none() {
+        return Err(undecodable("unrecognised image format; send PNG, JPEG, WebP, GIF or BMP".into()));
+    }
+    let (width, height) = reader.into_dimensions().map_err(|e| undecodable(e.to_string()))?;
+    if width as u64 * height as u64 > max_pixels {
+        return Err(KindError::TooLarge { field: field.to_string(), width, height, limit: max_pixels });
+    }
+    if width == 0 || height == 0 {
+        return Err(undecodable("image has no pixels".into()));
+    }
+    let mut reader =
+        ImageReader::new(Cursor::new(bytes)).with_guessed_format().map_err(|e| undecodable(e.to_string()))?;
+    let mut limits = Limits::default();
+    limits.max_image_width = Some(width);
+    limits.max_image_height = Some(height);
+    // 16 bytes per pixel covers RGBA32F, the widest decoded layout.
+    limits.max_alloc = Some(max_pixels.saturating_mul(16).max(1 << 20));
+    reader.limits(limits);
+    reader.decode().map_err(|e| match e {
+        image::ImageError::Limits(_) => {
+            KindError::TooLarge { field: field.to_string(), width, height, limit: max_pixels }
+        }
+        other => undecodable(other.to_string()),
+    })
+}
+
+/// Converts a decoded image to float channels for a model with `channels` input channels.
+pub fn from_image(img: &DynamicImage, channels: i64) -> Pixels {
+    if channels == 1 {
+        Pixels::Gray(img.to_luma32f())
+    } else {
+        Pixels::Rgb(img.to_rgb32f())
+    }
+}
+
+/// Builds an image from raw pixel values in `[0, pixel_scale]` with shape `[H, W]` or `[H, W, C]`
+/// (C = 1 or 3), converting channels to what the model takes.
+pub fn from_values(
+    values: &[f64],
+    shape: &[usize],
+    cfg: &ClassifierConfig,
+    field: &str,
+    max_pixels: u64,
+) -> Result<Pixels, KindError> {
+    let (h, w, c) = match shape {
+        [h, w] => (*h, *w, 1),
+        [h, w, c] if *c == 1 || *c == 3 => (*h, *w, *c),
+        _ => return Err(invalid(format!("{field}.shape"), "must be [H, W] or [H, W, C] with C = 1 or 3")),
+    };
+    if h == 0 || w == 0 {
+        return Err(invalid(format!("{field}.shape"), "height and width must be at least 1"));
+    }
+    if (h as u64) * (w as u64) > max_pixels {
+        return Err(KindError::TooLarge {
+            field: field.to_string(),
+            width: w as u32,
+            height: h as u32,
+            limit: max_pixels,
+        });
+    }
+    if values.len() != h * w * c {
+        return Err(invalid(
+            format!("{field}.pixels"),
+            format!("has {} values but shape {:?} needs {}", values.len(), shape, h * w * c),
+        ));
+    }
+    let scale = cfg.pixel_scale as f64;
+    if let Some(bad) = values.iter().position(|v| !v.is_finite() || *v < 0.0 || *v > scale) {
+        return Err(invalid(
+            format!("{field}.pixels[{bad}]"),
+            format!("must be a finite number between 0 and {scale}"),
+        ));
+    }
+    let f: Vec<f32> = values.iter().map(|v| (*v / scale) as f32).collect();
+    let want = cfg.input_shape[0];
+    Ok(match (c, want) {
+        (1, 1) => Pixels::Gray(ImageBuffer::from_raw(w as u32, h as u32, f).expect("sized above")),
+        (3, 3) => Pixels::Rgb(ImageBuffer::from_raw(w as u32, h as u32, f).expect("sized above")),
+        (1, _) => Pixels::Rgb(ImageBuffer::from_fn(w as u32, h as u32, |x, y| {
+            let v = f[(y as usize) * w + x as usize];
+            Rgb([v, v, v])
+        })),
+        _ => Pixels::Gray(ImageBuffer::from_fn(w as u32, h as u32, |x, y| {
+            let i = ((y as usize) * w + x as usize) * 3;
+            // ITU-R BT.601 luma, as image's own grayscale conversion uses.
+            Luma([0.299 * f[i] + 0.587 * f[i + 1] + 0.114 * f[i + 2]])
+        })),
+    })
+}
+
+/// Mean brightness in [0, 1] of the one-pixel border of an image.
+fn border_mean(p: &Pixels) -> f32 {
+    fn mean_of<F: Fn(u32, u32) -> f32>(w: u32, h: u32, f: F) -> f32 {
+        let mut sum = 0.0;
+        let mut n = 0.0;
+        for x in 0..w {
+            sum += f(x, 0) + f(x, h - 1);
+            n += 2.0;
+        }
+        for y in 0..h {
+            sum += f(0, y) + f(w - 1, y);
+            n += 2.0;
+        }
+        sum / n
+    }
+    match p {
+        Pixels::Gray(b) => mean_of(b.width(), b.height(), |x, y| b.get_pixel(x, y).0[0]),
+        Pixels::Rgb(b) => mean_of(b.width(), b.height(), |x, y| {
+            let [r, g, bl] = b.get_pixel(x, y).0;
+            (r + g + bl) / 3.0
+        }),
+    }
+}
+
+/// Inverts if the policy says so, resizes to the model's input, normalises, and lays out as CHW.
+/// Returns the row and whether it was inverted.
+pub fn to_row(p: Pixels, cfg: &ClassifierConfig) -> (Vec<f32>, bool) {
+    let [c, h, w] = cfg.input_shape;
+    let (h, w) = (h as u32, w as u32);
+    let invert = match cfg.invert {
+        InvertPolicy::Always => true,
+        InvertPolicy::Never => false,
+        InvertPolicy::Auto => border_mean(&p) > 0.5,
+    };
+    let mut planes: Vec<Vec<f32>> = match p {
+        Pixels::Gray(b) => {
+            let b = if b.dimensions() == (w, h) { b } else { image::imageops::resize(&b, w, h, FilterType::Triangle) };
+            vec![b.into_raw()]
+        }
+        Pixels::Rgb(b) => {
+            let b = if b.dimensions() == (w, h) { b } else { image::imageops::resize(&b, w, h, FilterType::Triangle) };
+            let raw = b.into_raw();
+            (0..3).map(|ch| raw.iter().skip(ch).step_by(3).copied().collect()).collect()
+        }
+    };
+    debug_assert_eq!(planes.len() as i64, c);
+    let mut row = Vec::with_capacity((c as usize) * (h * w) as usize);
+    for (ch, plane) in planes.iter_mut().enumerate() {
+        let (m, s) = (cfg.mean[ch], cfg.std[ch]);
+        row.extend(plane.iter().map(|v| {
+            let v = v.clamp(0.0, 1.0);
+            let v = if invert { 1.0 - v } else { v };
+            (v - m) / s
+        }));
+    }
+    (row, invert)
+}
+
+/// One class of a prediction.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, utoipa::ToSchema)]
+pub struct Class {
+    /// Class name from the model's labels file.
+    #[schema(example = "7")]
+    pub label: String,
+    /// Index in the model's output.
+    #[schema(example = 7)]
+    pub index: usize,
+    /// Probability in [0, 1].
+    #[schema(example = 0.993)]
+    pub probability: f32,
+}
+
+/// Softmax (when the model gives logits) and the `top_k` classes, most probable first.
+pub fn top_k(scores: &[f32], output: ClassifierOutput, labels: &[String], k: usize) -> Vec<Class> {
+    let probs: Vec<f32> = match output {
+        ClassifierOutput::Probabilities => scores.to_vec(),
+        ClassifierOutput::Logits => {
+            let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            let exps: Vec<f32> = scores.iter().map(|s| (s - max).exp()).collect();
+            let sum: f32 = exps.iter().sum();
+            exps.iter().map(|e| e / sum).collect()
+        }
+    };
+    let mut idx: Vec<usize> = (0..probs.len()).collect();
+    idx.sort_by(|a, b| probs[*b].total_cmp(&probs[*a]).then(a.cmp(b)));
+    idx.into_iter()
+        .take(k)
+        .map(|i| Class {
+            label: labels.get(i).cloned().unwrap_or_else(|| i.to_string()),
+            index: i,
+            probability: probs[i],
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg() -> ClassifierConfig {
+        ClassifierConfig {
+            input_shape: [1, 4, 4],
+            output: ClassifierOutput::Logits,
+            labels_file: "labels.txt".into(),
+            pixel_scale: 255.0,
+            mean: vec![0.5],
+            std: vec![0.5],
+            invert: InvertPolicy::Auto,
+        }
+    }
+
+    fn png(w: u32, h: u32, f: impl Fn(u32, u32) -> u8) -> Vec<u8> {
+        let img = ImageBuffer::from_fn(w, h, |x, y| Luma([f(x, y)]));
+        let mut out = Vec::new();
+        DynamicImage::ImageLuma8(img).write_to(&mut Cursor::new(&mut out), image::ImageFormat::Png).unwrap();
+        out
+    }
+
+    #[test]
+    fn light_background_is_inverted_and_normalised() {
+        // White paper with one black pixel: after inversion the background is 0 -> (0-0.5)/0.5 = -1.
+        let bytes = png(4, 4, |x, y| if (x, y) == (1, 1) { 0 } else { 255 });
+        let img = decode(&bytes, "image", 1000).unwrap();
+        let (row, inverted) = to_row(from_image(&img, 1), &cfg());
+        assert!(inverted);
+        assert_eq!(row.len(), 16);
+        assert!((row[0] + 1.0).abs() < 1e-6);
+        assert!((row[5] - 1.0).abs() < 1e-6, "the ink becomes bright: {}", row[5]);
+    }
+
+    #[test]
+    fn dark_background_is_kept() {
+        let bytes = png(8, 8, |_, _| 0);
+        let img = decode(&bytes, "image", 1000).unwrap();
+        let (row, inverted) = to_row(from_image(&img, 1), &cfg());
+        assert!(!inverted);
+        assert_eq!(row.len(), 16, "resized to 4x4");
+    }
+
+    #[test]
+    fn pixel_limit_is_checked_from_the_header() {
+        let bytes = png(100, 100, |_, _| 0);
+        match decode(&bytes, "image", 9_999) {
+            Err(KindError::TooLarge { width: 100, height: 100, limit: 9_999, .. }) => {}
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn garbage_is_undecodable() {
+        assert!(matches!(decode(b"not an image", "image", 100), Err(KindError::Undecodable { .. })));
+        let mut truncated = png(16, 16, |x, _| x as u8);
+        truncated.truncate(40);
+        assert!(matches!(decode(&truncated, "image", 1000), Err(KindError::Undecodable { .. })));
+    }
+
+    #[test]
+    fn raw_pixels_are_checked() {
+        let c = cfg();
+        assert!(from_values(&[0.0; 16], &[4, 4], &c, "images[0]", 100).is_ok());
+        let e = from_values(&[0.0; 15], &[4, 4], &c, "images[0]", 100).err().unwrap();
+        assert!(matches!(e, KindError::Invalid { ref field, .. } if field == "images[0].pixels"));
+        let mut v = vec![0.0; 16];
+        v[3] = f64::NAN;
+        let e = from_values(&v, &[4, 4], &c, "images[0]", 100).err().unwrap();
+        assert!(matches!(e, KindError::Invalid { ref field, .. } if field == "images[0].pixels[3]"));
+        v[3] = 300.0;
+        assert!(from_values(&v, &[4, 4], &c, "images[0]", 100).is_err());
+    }
+
+    #[test]
+    fn top_k_sorts_and_softmaxes() {
+        let labels: Vec<String> = ["a", "b", "c"].iter().map(|s| s.to_string()).collect();
+        let top = top_k(&[1.0, 3.0, 2.0], ClassifierOutput::Logits, &labels, 2);
+        assert_eq!(top.iter().map(|c| c.label.as_str()).collect::<Vec<_>>(), vec!["b", "c"]);
+        let total: f32 =
+            top_k(&[1.0, 3.0, 2.0], ClassifierOutput::Logits, &labels, 3).iter().map(|c| c.probability).sum();
+        assert!((total - 1.0).abs() < 1e-6);
+    }
+}

@@ -1,0 +1,524 @@
+//! `models/<name>/config.toml`: what a model is, the tensor contract it promises, and how it is served.
+//!
+//! Parsing is strict (`deny_unknown_fields`) so that a typo is an error naming the field rather
+//! than a silently ignored setting. [`ModelConfig::validate`] checks what serde cannot: ranges,
+//! lengths that must agree, and the section that must match the declared kind.
+
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+use utoipa::ToSchema;
+
+/// The four architectures dlserve knows how to serve, each with its own endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    /// CNN image classifier, served by `POST /classify`.
+    Classifier,
+    /// Sequence forecaster (LSTM/GRU), served by `POST /forecast`.
+    Forecaster,
+    /// Autoencoder anomaly scorer, served by `POST /anomaly`.
+    Anomaly,
+    /// GAN generator, served by `GET /generate`.
+    Generator,
+}
+
+impl Kind {
+    /// The lowercase name used in configs, URLs and errors.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Classifier => "classifier",
+            Kind::Forecaster => "forecaster",
+            Kind::Anomaly => "anomaly",
+            Kind::Generator => "generator",
+        }
+    }
+}
+
+impl std::fmt::Display for Kind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Which version directories are served.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(untagged)]
+pub enum VersionPolicy {
+    /// `"latest"` (the highest numbered directory) or `"all"`.
+    Named(NamedPolicy),
+    /// An explicit list of version numbers.
+    Specific(Vec<u64>),
+}
+
+/// The named version policies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum NamedPolicy {
+    /// Only the highest numbered version directory.
+    Latest,
+    /// Every version directory.
+    All,
+}
+
+impl Default for VersionPolicy {
+    fn default() -> Self {
+        VersionPolicy::Named(NamedPolicy::Latest)
+    }
+}
+
+/// Dynamic batching settings of one model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct BatchingConfig {
+    /// Largest number of items stacked into one forward.
+    pub max_batch_size: usize,
+    /// Longest time the oldest waiting item waits for a batch to fill, in milliseconds
+    /// (fractions allowed). 0 means a free worker takes whatever is queued at once: batches then
+    /// form only from what accumulates while the workers are busy.
+    pub max_queue_delay_ms: f64,
+    /// Items that may wait in the queue; past this, requests are refused at once (429).
+    pub queue_capacity: usize,
+    /// Worker threads, each with its own replica of the module.
+    pub instances: usize,
+}
+
+impl Default for BatchingConfig {
+    fn default() -> Self {
+        BatchingConfig { max_batch_size: 32, max_queue_delay_ms: 1.0, queue_capacity: 512, instances: 1 }
+    }
+}
+
+/// How a classifier's images are turned into its input tensor.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ClassifierConfig {
+    /// Input shape per item, `[C, H, W]`; C is 1 (grayscale) or 3 (RGB).
+    pub input_shape: [i64; 3],
+    /// Whether the model returns `logits` (softmax is applied by the server) or `probabilities`.
+    #[serde(default = "default_output")]
+    pub output: ClassifierOutput,
+    /// File next to config.toml with one class name per line, in output order.
+    #[serde(default = "default_labels_file")]
+    pub labels_file: String,
+    /// Pixel value that maps to 1.0 before normalisation (255 for 8-bit images).
+    #[serde(default = "default_pixel_scale")]
+    pub pixel_scale: f32,
+    /// Per-channel mean subtracted after scaling.
+    pub mean: Vec<f32>,
+    /// Per-channel standard deviation divided by after the mean.
+    pub std: Vec<f32>,
+    /// Whether to invert images: `auto` inverts when the border is lighter than mid-grey.
+    #[serde(default)]
+    pub invert: InvertPolicy,
+}
+
+/// Meaning of a classifier's output tensor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ClassifierOutput {
+    /// Unnormalised scores; the server applies softmax.
+    Logits,
+    /// Already a probability distribution.
+    Probabilities,
+}
+
+/// When to invert an image before it is normalised.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum InvertPolicy {
+    /// Invert when the mean of the border pixels is lighter than mid-grey (dark ink on paper).
+    #[default]
+    Auto,
+    /// Never invert.
+    Never,
+    /// Always invert.
+    Always,
+}
+
+fn default_output() -> ClassifierOutput {
+    ClassifierOutput::Logits
+}
+fn default_labels_file() -> String {
+    "labels.txt".to_string()
+}
+fn default_pixel_scale() -> f32 {
+    255.0
+}
+
+/// Affine scaling between user units and the model's training scale: `model = (x - mean) / std`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Scaling {
+    /// Per-feature mean.
+    pub mean: Vec<f32>,
+    /// Per-feature standard deviation (must be > 0).
+    pub std: Vec<f32>,
+}
+
+/// A forecaster's contract: `[B, T, F]` history to `[B, H, F]` forecast (or `[B, H, F, Q]` quantiles).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ForecasterConfig {
+    /// Features per time step (F).
+    pub features: i64,
+    /// Shortest history the model accepts (T).
+    pub min_context: usize,
+    /// Longest history fed to the model; longer histories are cut to the most recent window.
+    pub max_context: usize,
+    /// Steps the model predicts in one forward (H); 1 for a one-step model.
+    pub model_horizon: usize,
+    /// Largest horizon a request may ask for; beyond `model_horizon` the server rolls out.
+    pub max_horizon: usize,
+    /// Whether the model is one-step with output `[B, F]` instead of `[B, H, F]`.
+    #[serde(default)]
+    pub one_step: bool,
+    /// Quantile levels of the last output dimension, if the model outputs `[B, H, F, Q]`.
+    #[serde(default)]
+    pub quantiles: Vec<f32>,
+    /// Scaling applied to the history and inverted on the forecast.
+    pub scaling: Option<Scaling>,
+    /// Names of the features, in order (optional).
+    #[serde(default)]
+    pub feature_names: Vec<String>,
+}
+
+/// An anomaly scorer's contract: `[B, D]` rows to their reconstruction `[B, D]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AnomalyConfig {
+    /// Features per row (D).
+    pub features: i64,
+    /// Calibrated threshold on the score; a score above it is an anomaly.
+    pub threshold: f32,
+    /// Names of the features, in order (optional, length D when given).
+    #[serde(default)]
+    pub feature_names: Vec<String>,
+    /// Scaling applied to rows before the model; the score is computed in the scaled space.
+    pub scaling: Option<Scaling>,
+}
+
+/// A generator's contract: `z [B, Z]` (+ `labels [B]` int64) to images `[B, C, H, W]` in [-1, 1].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GeneratorConfig {
+    /// Latent size (Z).
+    pub latent_dim: i64,
+    /// Number of classes of a conditional generator; 0 for an unconditional one.
+    #[serde(default)]
+    pub num_classes: i64,
+    /// Output shape per item, `[C, H, W]`.
+    pub output_shape: [i64; 3],
+    /// Optional class names file for a conditional generator.
+    pub labels_file: Option<String>,
+    /// Largest `n` one request may ask for.
+    #[serde(default = "default_max_n")]
+    pub max_n: usize,
+}
+
+fn default_max_n() -> usize {
+    64
+}
+
+/// One model's `config.toml`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    /// The architecture, which decides the endpoint and the contract.
+    pub kind: Kind,
+    /// Free text shown in `/models`.
+    #[serde(default)]
+    pub description: String,
+    /// Device override: `auto`, `cpu`, `cuda` or `cuda:N`; the server default when absent.
+    pub device: Option<String>,
+    /// Which version directories are served.
+    #[serde(default)]
+    pub version_policy: VersionPolicy,
+    /// Dynamic batching settings.
+    #[serde(default)]
+    pub batching: BatchingConfig,
+    /// Contract of a classifier.
+    pub classifier: Option<ClassifierConfig>,
+    /// Contract of a forecaster.
+    pub forecaster: Option<ForecasterConfig>,
+    /// Contract of an anomaly scorer.
+    pub anomaly: Option<AnomalyConfig>,
+    /// Contract of a generator.
+    pub generator: Option<GeneratorConfig>,
+}
+
+/// A config that cannot be served, with the field at fault.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{file}: {field}: {message}")]
+pub struct ConfigError {
+    /// The file, relative to the models directory.
+    pub file: String,
+    /// The dotted path of the offending field.
+    pub field: String,
+    /// What is wrong with it.
+    pub message: String,
+}
+
+/// Hard limits that keep one config from taking the whole machine.
+pub const MAX_BATCH_SIZE: usize = 4096;
+/// Largest queue capacity a config may declare.
+pub const MAX_QUEUE_CAPACITY: usize = 1 << 20;
+/// Largest number of worker threads per model version.
+pub const MAX_INSTANCES: usize = 64;
+
+impl ModelConfig {
+    /// Parses and validates `text`, naming `file` in every error.
+    pub fn parse(text: &str, file: &str) -> Result<ModelConfig, ConfigError> {
+        let cfg: ModelConfig = toml::from_str(text).map_err(|e| {
+            let field = e.span().map(|s| field_at(text, s.start)).unwrap_or_default();
+            ConfigError { file: file.to_string(), field, message: e.message().to_string() }
+        })?;
+        cfg.validate(file)?;
+        Ok(cfg)
+    }
+
+    /// Reads and parses a config file.
+    pub fn load(path: &Path, display: &str) -> Result<ModelConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: display.to_string(),
+            field: "-".into(),
+            message: format!("cannot read: {}", e.kind()),
+        })?;
+        Self::parse(&text, display)
+    }
+
+    /// Checks the rules serde cannot express.
+    pub fn validate(&self, file: &str) -> Result<(), ConfigError> {
+        let err =
+            |field: &str, message: String| ConfigError { file: file.to_string(), field: field.to_string(), message };
+        let b = &self.batching;
+        if b.max_batch_size == 0 || b.max_batch_size > MAX_BATCH_SIZE {
+            return Err(err("batching.max_batch_size", format!("must be between 1 and {MAX_BATCH_SIZE}")));
+        }
+        if b.queue_capacity == 0 || b.queue_capacity > MAX_QUEUE_CAPACITY {
+            return Err(err("batching.queue_capacity", format!("must be between 1 and {MAX_QUEUE_CAPACITY}")));
+        }
+        if b.instances == 0 || b.instances > MAX_INSTANCES {
+            return Err(err("batching.instances", format!("must be between 1 and {MAX_INSTANCES}")));
+        }
+        if !(0.0..=10_000.0).contains(&b.max_queue_delay_ms) {
+            return Err(err("batching.max_queue_delay_ms", "must be between 0 and 10000".into()));
+        }
+        if let Some(d) = &self.device {
+            crate::registry::device::DeviceSpec::parse(d).map_err(|m| err("device", m))?;
+        }
+        if let VersionPolicy::Specific(v) = &self.version_policy {
+            if v.is_empty() {
+                return Err(err("version_policy", "an explicit list must name at least one version".into()));
+            }
+        }
+        let sections = [
+            ("classifier", self.classifier.is_some()),
+            ("forecaster", self.forecaster.is_some()),
+            ("anomaly", self.anomaly.is_some()),
+            ("generator", self.generator.is_some()),
+        ];
+        for (name, present) in sections {
+            if present && name != self.kind.as_str() {
+                return Err(err(name, format!("section does not match kind = \"{}\"", self.kind)));
+            }
+        }
+        match self.kind {
+            Kind::Classifier => {
+                let c = self
+                    .classifier
+                    .as_ref()
+                    .ok_or_else(|| err("classifier", "missing section for kind = \"classifier\"".into()))?;
+                let [ch, h, w] = c.input_shape;
+                if ch != 1 && ch != 3 {
+                    return Err(err("classifier.input_shape", "channels must be 1 or 3".into()));
+                }
+                if !(1..=4096).contains(&h) || !(1..=4096).contains(&w) {
+                    return Err(err("classifier.input_shape", "height and width must be between 1 and 4096".into()));
+                }
+                if c.mean.len() != ch as usize {
+                    return Err(err("classifier.mean", format!("needs {ch} values, one per channel")));
+                }
+                if c.std.len() != ch as usize || c.std.iter().any(|s| !(*s > 0.0) || !s.is_finite()) {
+                    return Err(err("classifier.std", format!("needs {ch} positive values, one per channel")));
+                }
+                if !(c.pixel_scale > 0.0) || !c.pixel_scale.is_finite() {
+                    return Err(err("classifier.pixel_scale", "must be positive".into()));
+                }
+                if c.labels_file.contains('/') || c.labels_file.contains("..") {
+                    return Err(err("classifier.labels_file", "must be a file name in the model directory".into()));
+                }
+            }
+            Kind::Forecaster => {
+                let f = self
+                    .forecaster
+                    .as_ref()
+                    .ok_or_else(|| err("forecaster", "missing section for kind = \"forecaster\"".into()))?;
+                if !(1..=1024).contains(&f.features) {
+                    return Err(err("forecaster.features", "must be between 1 and 1024".into()));
+                }
+                if f.min_context == 0 || f.min_context > f.max_context || f.max_context > 100_000 {
+                    return Err(err("forecaster.min_context", "need 1 <= min_context <= max_context <= 100000".into()));
+                }
+                if f.model_horizon == 0 || (f.one_step && f.model_horizon != 1) {
+                    return Err(err("forecaster.model_horizon", "must be >= 1, and 1 for a one-step model".into()));
+                }
+                if f.max_horizon < 1 || f.max_horizon > 10_000 {
+                    return Err(err("forecaster.max_horizon", "must be between 1 and 10000".into()));
+                }
+                if f.quantiles.iter().any(|q| !(*q > 0.0 && *q < 1.0)) {
+                    return Err(err("forecaster.quantiles", "each must lie strictly between 0 and 1".into()));
+                }
+                if f.quantiles.windows(2).any(|w| w[0] >= w[1]) {
+                    return Err(err("forecaster.quantiles", "must be strictly increasing".into()));
+                }
+                if !f.feature_names.is_empty() && f.feature_names.len() as i64 != f.features {
+                    return Err(err("forecaster.feature_names", format!("needs {} names", f.features)));
+                }
+                if let Some(s) = &f.scaling {
+                    check_scaling(s, f.features as usize)
+                        .map_err(|(fld, m)| err(&format!("forecaster.scaling.{fld}"), m))?;
+                }
+            }
+            Kind::Anomaly => {
+                let a = self
+                    .anomaly
+                    .as_ref()
+                    .ok_or_else(|| err("anomaly", "missing section for kind = \"anomaly\"".into()))?;
+                if !(1..=65_536).contains(&a.features) {
+                    return Err(err("anomaly.features", "must be between 1 and 65536".into()));
+                }
+                if !a.threshold.is_finite() || a.threshold < 0.0 {
+                    return Err(err("anomaly.threshold", "must be a finite number >= 0".into()));
+                }
+                if !a.feature_names.is_empty() && a.feature_names.len() as i64 != a.features {
+                    return Err(err("anomaly.feature_names", format!("needs {} names", a.features)));
+                }
+                if let Some(s) = &a.scaling {
+                    check_scaling(s, a.features as usize)
+                        .map_err(|(fld, m)| err(&format!("anomaly.scaling.{fld}"), m))?;
+                }
+            }
+            Kind::Generator => {
+                let g = self
+                    .generator
+                    .as_ref()
+                    .ok_or_else(|| err("generator", "missing section for kind = \"generator\"".into()))?;
+                if !(1..=65_536).contains(&g.latent_dim) {
+                    return Err(err("generator.latent_dim", "must be between 1 and 65536".into()));
+                }
+                if !(0..=100_000).contains(&g.num_classes) {
+                    return Err(err("generator.num_classes", "must be between 0 and 100000".into()));
+                }
+                let [c, h, w] = g.output_shape;
+                if !(c == 1 || c == 3) || !(1..=2048).contains(&h) || !(1..=2048).contains(&w) {
+                    return Err(err("generator.output_shape", "needs C in {1, 3} and H, W between 1 and 2048".into()));
+                }
+                if g.max_n == 0 || g.max_n > 1024 {
+                    return Err(err("generator.max_n", "must be between 1 and 1024".into()));
+                }
+                if let Some(l) = &g.labels_file {
+                    if l.contains('/') || l.contains("..") {
+                        return Err(err("generator.labels_file", "must be a file name in the model directory".into()));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn check_scaling(s: &Scaling, n: usize) -> Result<(), (&'static str, String)> {
+    if s.mean.len() != n || s.mean.iter().any(|v| !v.is_finite()) {
+        return Err(("mean", format!("needs {n} finite values")));
+    }
+    if s.std.len() != n || s.std.iter().any(|v| !(*v > 0.0) || !v.is_finite()) {
+        return Err(("std", format!("needs {n} positive values")));
+    }
+    Ok(())
+}
+
+/// Best-effort name of the TOML key around byte `pos`, for error messages.
+fn field_at(text: &str, pos: usize) -> String {
+    let before = &text[..pos.min(text.len())];
+    let line = before.rsplit('\n').next().unwrap_or("");
+    let full_line = text[before.len() - line.len()..].lines().next().unwrap_or("");
+    let section = before
+        .lines()
+        .rev()
+        .find_map(|l| {
+            let t = l.trim();
+            (t.starts_with('[') && t.ends_with(']')).then(|| t.trim_matches(|c| c == '[' || c == ']').to_string())
+        })
+        .unwrap_or_default();
+    let key = full_line.split('=').next().unwrap_or("").trim();
+    match (section.is_empty(), key.is_empty() || key.starts_with('[')) {
+        (true, true) => "-".to_string(),
+        (true, false) => key.to_string(),
+        (false, true) => section,
+        (false, false) => format!("{section}.{key}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CLASSIFIER: &str = r#"
+kind = "classifier"
+description = "digits"
+[batching]
+max_batch_size = 16
+[classifier]
+input_shape = [1, 28, 28]
+mean = [0.1307]
+std = [0.3081]
+"#;
+
+    #[test]
+    fn parses_a_classifier_with_defaults() {
+        let c = ModelConfig::parse(CLASSIFIER, "m/config.toml").unwrap();
+        assert_eq!(c.kind, Kind::Classifier);
+        assert_eq!(c.batching.max_batch_size, 16);
+        assert_eq!(c.batching.instances, 1);
+        assert_eq!(c.version_policy, VersionPolicy::Named(NamedPolicy::Latest));
+        assert_eq!(c.classifier.unwrap().labels_file, "labels.txt");
+    }
+
+    #[test]
+    fn unknown_field_names_file_and_field() {
+        let text = CLASSIFIER.replace("max_batch_size = 16", "max_batch_sise = 16");
+        let e = ModelConfig::parse(&text, "m/config.toml").unwrap_err();
+        assert_eq!(e.file, "m/config.toml");
+        assert_eq!(e.field, "batching.max_batch_sise");
+        assert!(e.message.contains("unknown field"), "{}", e.message);
+    }
+
+    #[test]
+    fn out_of_range_batch_is_rejected_with_its_field() {
+        let text = CLASSIFIER.replace("max_batch_size = 16", "max_batch_size = 0");
+        let e = ModelConfig::parse(&text, "x").unwrap_err();
+        assert_eq!(e.field, "batching.max_batch_size");
+    }
+
+    #[test]
+    fn section_must_match_kind() {
+        let text = CLASSIFIER.replace("kind = \"classifier\"", "kind = \"anomaly\"");
+        let e = ModelConfig::parse(&text, "x").unwrap_err();
+        assert_eq!(e.field, "classifier");
+    }
+
+    #[test]
+    fn mean_length_must_match_channels() {
+        let text = CLASSIFIER.replace("mean = [0.1307]", "mean = [0.1, 0.2]");
+        let e = ModelConfig::parse(&text, "x").unwrap_err();
+        assert_eq!(e.field, "classifier.mean");
+    }
+
+    #[test]
+    fn version_policy_forms() {
+        let t = format!("version_policy = [1, 3]\n{CLASSIFIER}");
+        assert_eq!(ModelConfig::parse(&t, "x").unwrap().version_policy, VersionPolicy::Specific(vec![1, 3]));
+        let t = format!("version_policy = \"all\"\n{CLASSIFIER}");
+        assert_eq!(ModelConfig::parse(&t, "x").unwrap().version_policy, VersionPolicy::Named(NamedPolicy::All));
+    }
+}
