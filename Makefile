@@ -18,12 +18,13 @@ run: build
 
 lint: setup
 	$(CARGO) fmt --check
-	$(CARGO) clippy --all-targets --all-features -- -D warnings
+	$(CARGO) clippy --release --all-targets --all-features -- -D warnings
 
-test: setup
-	$(CARGO) fmt --check
-	$(CARGO) clippy --all-targets --all-features -- -D warnings
-	$(CARGO) test --all-features
+# Tests run in release mode (libtorch-heavy code, and one profile to build) under nextest, which
+# gives every test its own process so memory measurements are not polluted by other tests.
+# `fault-injection` compiles the worker-panic hook the tests use; release binaries never have it.
+test: lint
+	$(CARGO) nextest run --release --all-features --no-fail-fast
 
 openapi: setup
 	$(CARGO) run --quiet --bin openapi > openapi/openapi.json

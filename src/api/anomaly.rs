@@ -117,7 +117,7 @@ pub async fn anomaly(
         raws.push(raw);
     }
     let items = scaled.iter().map(|x| vec![ItemTensor::f32(vec![d as i64], x.clone())]).collect();
-    let outs = v.batcher.infer(items, deadline).await?;
+    let outs = v.batcher.infer(items, deadline).await.map_err(|e| ApiError::from(e).for_model(&v))?;
     let results = outs
         .iter()
         .zip(scaled.iter().zip(&raws))

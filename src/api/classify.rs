@@ -237,7 +237,7 @@ pub async fn classify(State(app): State<AppState>, req: Request) -> Result<impl 
     let shape = v.config.classifier.as_ref().expect("classifier").input_shape.to_vec();
     let inverted: Vec<bool> = rows.iter().map(|r| r.1).collect();
     let items = rows.into_iter().map(|(row, _)| vec![ItemTensor::f32(shape.clone(), row)]).collect();
-    let outs = v.batcher.infer(items, deadline).await?;
+    let outs = v.batcher.infer(items, deadline).await.map_err(|e| ApiError::from(e).for_model(&v))?;
     let output = v.config.classifier.as_ref().expect("classifier").output;
     let results = outs
         .iter()

@@ -134,12 +134,14 @@ pub struct ApiError {
     pub retry_after: Option<u64>,
     /// Detail logged for 5xx, never sent.
     pub detail: Option<String>,
+    /// The model version the request had resolved to, named in `x-model-name`/`x-model-version`.
+    pub model: Option<(String, u64)>,
 }
 
 impl ApiError {
     /// An error of a type with a message.
     pub fn new(ty: ErrorType, message: impl Into<String>) -> ApiError {
-        ApiError { ty, message: message.into(), field: None, retry_after: None, detail: None }
+        ApiError { ty, message: message.into(), field: None, retry_after: None, detail: None, model: None }
     }
     /// Invalid input in `field`.
     pub fn invalid(field: impl Into<String>, message: impl std::fmt::Display) -> ApiError {
@@ -153,6 +155,11 @@ impl ApiError {
     /// A bad request in `field`.
     pub fn bad_request(field: impl Into<String>, message: impl std::fmt::Display) -> ApiError {
         ApiError { ty: ErrorType::BadRequest, ..ApiError::invalid(field, message) }
+    }
+    /// Names the model version that was serving the failed request.
+    pub fn for_model(mut self, v: &crate::registry::LoadedVersion) -> ApiError {
+        self.model = Some((v.name.clone(), v.version));
+        self
     }
     /// The HTTP status.
     pub fn status(&self) -> StatusCode {
@@ -171,12 +178,18 @@ impl ApiError {
     pub fn into_v2_response(self) -> Response {
         let status = self.status();
         let body = serde_json::json!({ "error": self.client_message() });
-        finish(status, self.retry_after, axum::Json(body).into_response())
+        finish(status, self.retry_after, self.model, axum::Json(body).into_response())
     }
 }
 
-fn finish(status: StatusCode, retry_after: Option<u64>, mut resp: Response) -> Response {
+fn finish(status: StatusCode, retry_after: Option<u64>, model: Option<(String, u64)>, mut resp: Response) -> Response {
     *resp.status_mut() = status;
+    if let Some((name, version)) = model {
+        if let Ok(v) = HeaderValue::from_str(&name) {
+            resp.headers_mut().insert(crate::api::MODEL_HEADER.clone(), v);
+            resp.headers_mut().insert(crate::api::VERSION_HEADER.clone(), HeaderValue::from(version));
+        }
+    }
     if let Some(s) = retry_after {
         resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(s));
     }
@@ -188,7 +201,7 @@ impl IntoResponse for ApiError {
         let status = self.status();
         let body =
             ErrorBody { error: ErrorDetail { ty: self.ty, message: self.client_message(), field: self.field.clone() } };
-        finish(status, self.retry_after, axum::Json(body).into_response())
+        finish(status, self.retry_after, self.model, axum::Json(body).into_response())
     }
 }
 
@@ -295,7 +308,9 @@ pub fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, Api
     serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
-        if inner.is_syntax() && non_finite_at(bytes, inner.line(), inner.column()) {
+        if inner.is_syntax()
+            && (inner.to_string().contains("number out of range") || non_finite_at(bytes, inner.line(), inner.column()))
+        {
             let field = (path != ".").then_some(path);
             let at = field.clone().unwrap_or_else(|| "body".into());
             return ApiError {
@@ -316,7 +331,7 @@ pub fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, Api
     })
 }
 
-/// Whether a JSON syntax error sits on a NaN/Infinity token or an out-of-range number.
+/// Whether a JSON syntax error sits on a NaN/Infinity token.
 fn non_finite_at(bytes: &[u8], line: usize, column: usize) -> bool {
     let Some(text) = std::str::from_utf8(bytes).ok() else { return false };
     let Some(l) = text.lines().nth(line.saturating_sub(1)) else { return false };

@@ -125,7 +125,7 @@ pub async fn forecast(
                 crate::batching::InferError::DeadlineExceeded { deadline_ms: deadline.as_millis() as u64 }.into()
             );
         }
-        let out = v.batcher.infer(vec![item], left).await?.remove(0);
+        let out = v.batcher.infer(vec![item], left).await.map_err(|e| ApiError::from(e).for_model(&v))?.remove(0);
         timings.push(out.timing);
         let Chunk { point: p, quantiles } = forecaster::split_output(&out.outputs[0].data, &cfg);
         let take = p.len().min(req.horizon - point.len());

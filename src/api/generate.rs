@@ -110,7 +110,7 @@ pub async fn generate(
             item
         })
         .collect();
-    let outs = v.batcher.infer(items, deadline).await?;
+    let outs = v.batcher.infer(items, deadline).await.map_err(|e| ApiError::from(e).for_model(&v))?;
     let [c, h, w] = cfg.output_shape.map(|d| d as usize);
     let images: Vec<Vec<u8>> =
         outs.iter().map(|o| generator::chw_to_hwc(&generator::to_u8(&o.outputs[0].data), c, h, w)).collect();

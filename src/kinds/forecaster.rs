@@ -142,7 +142,7 @@ pub fn parse_frequency(s: &str) -> Result<Step, KindError> {
     let s = s.trim();
     let digits: String = s.chars().take_while(|c| c.is_ascii_digit()).collect();
     let n: i64 = if digits.is_empty() { 1 } else { digits.parse().map_err(|_| err())? };
-    if n < 1 || n > 10_000 {
+    if !(1..=10_000).contains(&n) {
         return Err(err());
     }
     let unit = &s[digits.len()..];

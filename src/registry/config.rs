@@ -338,10 +338,10 @@ impl ModelConfig {
                 if c.mean.len() != ch as usize {
                     return Err(err("classifier.mean", format!("needs {ch} values, one per channel")));
                 }
-                if c.std.len() != ch as usize || c.std.iter().any(|s| !(*s > 0.0) || !s.is_finite()) {
+                if c.std.len() != ch as usize || c.std.iter().any(|s| !positive(*s)) {
                     return Err(err("classifier.std", format!("needs {ch} positive values, one per channel")));
                 }
-                if !(c.pixel_scale > 0.0) || !c.pixel_scale.is_finite() {
+                if !positive(c.pixel_scale) {
                     return Err(err("classifier.pixel_scale", "must be positive".into()));
                 }
                 if c.labels_file.contains('/') || c.labels_file.contains("..") {
@@ -427,11 +427,16 @@ impl ModelConfig {
     }
 }
 
+/// Finite and strictly positive (NaN is neither).
+fn positive(v: f32) -> bool {
+    v.is_finite() && v > 0.0
+}
+
 fn check_scaling(s: &Scaling, n: usize) -> Result<(), (&'static str, String)> {
     if s.mean.len() != n || s.mean.iter().any(|v| !v.is_finite()) {
         return Err(("mean", format!("needs {n} finite values")));
     }
-    if s.std.len() != n || s.std.iter().any(|v| !(*v > 0.0) || !v.is_finite()) {
+    if s.std.len() != n || s.std.iter().any(|v| !positive(*v)) {
         return Err(("std", format!("needs {n} positive values")));
     }
     Ok(())

@@ -1,0 +1,109 @@
+//! Graceful drain and start-up errors of the real binary.
+mod common;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn spawn(models: &std::path::Path, port: u16, extra: &[&str]) -> std::process::Child {
+    Command::new(env!("CARGO_BIN_EXE_dlserve"))
+        .args([
+            "--models-dir",
+            models.to_str().unwrap(),
+            "--addr",
+            &format!("127.0.0.1:{port}"),
+            "--intra-op-threads",
+            "1",
+        ])
+        .args(extra)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+async fn wait_ready(client: &reqwest::Client, base: &str) {
+    let t0 = Instant::now();
+    loop {
+        if let Ok(r) = client.get(format!("{base}/health/ready")).send().await {
+            if r.status() == 200 {
+                return;
+            }
+        }
+        assert!(t0.elapsed() < Duration::from_secs(30), "server not ready in 30 s");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_in_flight_requests_then_exits_zero() {
+    let tmp = tempfile::tempdir().unwrap();
+    common::copy_dir(&common::fixtures().join("faulty"), &tmp.path().join("faulty"));
+    let port = free_port();
+    let mut child = spawn(tmp.path(), port, &["--drain-timeout-secs", "20"]);
+    let base = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::new();
+    wait_ready(&client, &base).await;
+    // Four slow requests (~0.2 s of compute each) are accepted before the signal.
+    let mut inflight = Vec::new();
+    for _ in 0..4 {
+        let c = client.clone();
+        let url = format!("{base}/anomaly");
+        inflight.push(tokio::spawn(async move {
+            c.post(url).json(&serde_json::json!({"rows": [[99, 500]]})).send().await.map(|r| r.status().as_u16())
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let t0 = Instant::now();
+    Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    // New work after the signal is refused cleanly: connection refused or 503 shutting_down.
+    match client.post(format!("{base}/anomaly")).json(&serde_json::json!({"rows": [[0, 0]]})).send().await {
+        Err(e) => assert!(e.is_connect() || e.is_request(), "{e}"),
+        Ok(r) => assert_eq!(r.status(), 503, "refused with 503 while draining"),
+    }
+    let mut ok = 0;
+    for h in inflight {
+        if matches!(h.await.unwrap(), Ok(200)) {
+            ok += 1;
+        }
+    }
+    assert_eq!(ok, 4, "every request accepted before SIGTERM completes");
+    let status = tokio::task::spawn_blocking(move || child.wait()).await.unwrap().unwrap();
+    assert!(status.success(), "exit status {status:?}");
+    assert!(t0.elapsed() < Duration::from_secs(20));
+    assert!(client.get(format!("{base}/health/live")).send().await.is_err(), "nothing listens after exit");
+}
+
+#[test]
+fn explicit_cuda_without_a_gpu_is_a_startup_error_naming_the_cause() {
+    if tch::Cuda::is_available() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_dlserve"))
+        .args(["--models-dir", tmp.path().to_str().unwrap(), "--device", "cuda", "--addr", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no CUDA device"), "{err}");
+}
+
+#[test]
+fn help_documents_env_variables() {
+    let out = Command::new(env!("CARGO_BIN_EXE_dlserve")).arg("--help").output().unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    for flag in [
+        "DLSERVE_ADDR",
+        "DLSERVE_MODELS_DIR",
+        "DLSERVE_DEVICE",
+        "DLSERVE_ADMIN_TOKEN",
+        "DLSERVE_BODY_LIMIT_BYTES",
+        "DLSERVE_REQUEST_TIMEOUT_MS",
+    ] {
+        assert!(help.contains(flag), "--help mentions {flag}");
+    }
+}
