@@ -7,6 +7,10 @@
 //! `LD_LIBRARY_PATH`.
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
+    // DLSERVE_NO_CUDA=1 builds a CPU-only binary that does not need libtorch_cuda at run time
+    // (the slim container variant).
+    println!("cargo:rerun-if-env-changed=DLSERVE_NO_CUDA");
+    let no_cuda = std::env::var("DLSERVE_NO_CUDA").is_ok_and(|v| v == "1");
     let os = std::env::var("CARGO_CFG_TARGET_OS").unwrap_or_default();
     if os != "linux" {
         return;
@@ -20,7 +24,7 @@ fn main() {
     println!("cargo:rustc-link-arg=-Wl,-rpath,{lib}");
     println!("cargo:rustc-link-search=native={lib}");
     println!("cargo:rustc-link-arg=-Wl,--no-as-needed");
-    if std::path::Path::new(&lib).join("libtorch_cuda.so").exists() {
+    if !no_cuda && std::path::Path::new(&lib).join("libtorch_cuda.so").exists() {
         println!("cargo:rustc-link-arg=-ltorch_cuda");
     }
     println!("cargo:rustc-link-arg=-ltorch");

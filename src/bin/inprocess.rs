@@ -1,0 +1,68 @@
+//! The in-process limit: raw forward throughput of one model at batch sizes 1, 2, 4, … up to its
+//! `max_batch_size`, with the same thread settings, stacking and splitting as the workers — no
+//! HTTP, no queue. Served throughput is compared against this in BENCHMARKS.md.
+//!
+//! Usage: inprocess --models-dir models --model digits-cnn [--seconds 2] [--device cpu]
+//!        [--intra-op-threads N] [--max-batch N]
+//! Prints one JSON object per batch size.
+
+use dlserve::batching::worker::{forward_items, load_replica};
+use dlserve::registry::config::ModelConfig;
+use dlserve::registry::device::DeviceSpec;
+use std::time::{Duration, Instant};
+
+fn arg(args: &[String], name: &str) -> Option<String> {
+    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned()
+}
+
+fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    let dir = std::path::PathBuf::from(arg(&args, "--models-dir").unwrap_or_else(|| "models".into()));
+    let model = arg(&args, "--model").ok_or_else(|| anyhow::anyhow!("--model NAME is required"))?;
+    let seconds: f64 = arg(&args, "--seconds").map(|s| s.parse()).transpose()?.unwrap_or(2.0);
+    let device =
+        DeviceSpec::parse(&arg(&args, "--device").unwrap_or_else(|| "auto".into())).map_err(anyhow::Error::msg)?;
+    let device = device.resolve().map_err(anyhow::Error::msg)?;
+    let cfg = ModelConfig::load(&dir.join(&model).join("config.toml"), &format!("{model}/config.toml"))?;
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let intra: usize = arg(&args, "--intra-op-threads")
+        .map(|s| s.parse())
+        .transpose()?
+        .unwrap_or((cores / cfg.batching.instances).max(1));
+    tch::set_num_threads(intra as i32);
+    tch::set_num_interop_threads(1);
+    let max_batch: usize =
+        arg(&args, "--max-batch").map(|s| s.parse()).transpose()?.unwrap_or(cfg.batching.max_batch_size);
+    let mut versions: Vec<u64> =
+        std::fs::read_dir(dir.join(&model))?.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok()).collect();
+    versions.sort_unstable();
+    let v = versions.last().ok_or_else(|| anyhow::anyhow!("no version directory"))?;
+    let bytes = std::fs::read(dir.join(&model).join(v.to_string()).join("model.pt"))?;
+    let _guard = tch::no_grad_guard();
+    let module = load_replica(&bytes, device)?;
+    let item = dlserve::kinds::warmup_item(&cfg);
+    let mut b = 1;
+    while b <= max_batch {
+        let batch: Vec<&[dlserve::batching::ItemTensor]> = (0..b).map(|_| item.as_slice()).collect();
+        for _ in 0..3 {
+            forward_items(&module, device, &batch).map_err(|e| anyhow::anyhow!("{e}"))?;
+        }
+        let t0 = Instant::now();
+        let mut n = 0usize;
+        while t0.elapsed() < Duration::from_secs_f64(seconds) {
+            forward_items(&module, device, &batch).map_err(|e| anyhow::anyhow!("{e}"))?;
+            n += 1;
+        }
+        let secs = t0.elapsed().as_secs_f64();
+        println!(
+            "{}",
+            serde_json::json!({"model": model, "device": dlserve::registry::device::device_name(device), "intra_op_threads": intra,
+                "batch_size": b, "forwards": n, "items_per_s": (n * b) as f64 / secs, "ms_per_batch": secs * 1e3 / n as f64})
+        );
+        if b == max_batch {
+            break;
+        }
+        b = (b * 2).min(max_batch);
+    }
+    Ok(())
+}
