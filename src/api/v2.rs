@@ -1,9 +1,690 @@
-//! Open Inference Protocol (KServe V2) REST API.
+//! Open Inference Protocol (KServe V2) REST API, with the binary tensor data and model
+//! repository extensions.
+//!
+//! V2 is tensor in, tensor out in the model's own space: no image decoding, scaling or
+//! post-processing. Each row of the batch dimension becomes one item in the same queue the domain
+//! endpoints use, so V2 traffic is batched with them and shares their limits and metrics.
+//! Errors have the protocol's shape, `{"error": "..."}`.
 
+use super::error::{ApiError, ErrorType};
 use super::AppState;
+use crate::batching::{ItemTensor, TensorData};
+use crate::kinds::{self, TensorSpec};
+use crate::registry::{LoadedVersion, ModelState};
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+/// Header giving the length of the JSON part of a binary-extension body.
+pub static HEADER_LENGTH: HeaderName = HeaderName::from_static("inference-header-content-length");
+
+/// An error rendered in the protocol's `{"error": "..."}` shape.
+pub struct V2Error(ApiError);
+
+impl<E: Into<ApiError>> From<E> for V2Error {
+    fn from(e: E) -> Self {
+        V2Error(e.into())
+    }
+}
+
+impl IntoResponse for V2Error {
+    fn into_response(self) -> Response {
+        self.0.into_v2_response()
+    }
+}
+
+fn bad(message: impl Into<String>) -> V2Error {
+    V2Error(ApiError::new(ErrorType::BadRequest, message))
+}
+
+/// Server metadata.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ServerMetadata {
+    /// Server name.
+    #[schema(example = "dlserve")]
+    pub name: &'static str,
+    /// Server version.
+    pub version: &'static str,
+    /// Supported protocol extensions.
+    pub extensions: Vec<&'static str>,
+}
+
+/// Model metadata.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ModelMetadata {
+    /// Model name.
+    pub name: String,
+    /// Versions served.
+    pub versions: Vec<String>,
+    /// Always `pytorch_torchscript`.
+    pub platform: &'static str,
+    /// Inputs in forward's argument order; -1 marks a variable dimension.
+    pub inputs: Vec<TensorSpec>,
+    /// Outputs in forward's return order.
+    pub outputs: Vec<TensorSpec>,
+}
+
+/// One input tensor of an infer request.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct RequestInput {
+    /// Input name (or `input__N` for the N-th input).
+    pub name: String,
+    /// Shape, batch dimension first.
+    pub shape: Vec<i64>,
+    /// `FP32`, `FP64`, `INT32`, `INT64`, `UINT8`, `INT8`, `INT16` or `BOOL`.
+    pub datatype: String,
+    /// `binary_data_size` when the data follows the JSON in binary.
+    #[schema(value_type = Option<Object>)]
+    pub parameters: Option<serde_json::Map<String, serde_json::Value>>,
+    /// The values, row-major, flat or nested.
+    #[schema(value_type = Option<Vec<Object>>)]
+    pub data: Option<serde_json::Value>,
+}
+
+/// An output the client asks for.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct RequestOutput {
+    /// Output name.
+    pub name: String,
+    /// `binary_data: true` returns this output in binary.
+    #[schema(value_type = Option<Object>)]
+    pub parameters: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+/// An infer request.
+#[derive(Debug, Deserialize, ToSchema)]
+#[schema(example = json!({"id": "42", "inputs": [{"name": "features", "shape": [1, 30], "datatype": "FP32", "data": [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0]}]}))]
+pub struct InferRequest {
+    /// Echoed back in the response.
+    pub id: Option<String>,
+    /// `binary_data_output: true` returns every output in binary.
+    #[schema(value_type = Option<Object>)]
+    pub parameters: Option<serde_json::Map<String, serde_json::Value>>,
+    /// The input tensors.
+    pub inputs: Vec<RequestInput>,
+    /// The outputs to return (all when omitted).
+    pub outputs: Option<Vec<RequestOutput>>,
+}
+
+/// One output tensor of an infer response.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ResponseOutput {
+    /// Output name.
+    pub name: String,
+    /// Shape, batch dimension first.
+    pub shape: Vec<i64>,
+    /// Always `FP32`.
+    pub datatype: &'static str,
+    /// `binary_data_size` when the data follows the JSON in binary.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub parameters: Option<serde_json::Value>,
+    /// The values, flat and row-major (absent when sent in binary).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data: Option<Vec<f32>>,
+}
+
+/// An infer response.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct InferResponse {
+    /// The model.
+    pub model_name: String,
+    /// The version that served the request.
+    pub model_version: String,
+    /// The request's id, if it had one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// The output tensors.
+    pub outputs: Vec<ResponseOutput>,
+}
+
+/// One entry of the repository index.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct IndexEntry {
+    /// Model name.
+    pub name: String,
+    /// Newest served version, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    /// `READY`, `UNAVAILABLE`, `LOADING` or `UNLOADED`.
+    pub state: &'static str,
+    /// Why it is not ready.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
 
 /// The `/v2` routes.
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
+        .routes(routes!(server_metadata))
+        .routes(routes!(server_live))
+        .routes(routes!(server_ready))
+        .routes(routes!(model_metadata))
+        .routes(routes!(model_version_metadata))
+        .routes(routes!(model_ready))
+        .routes(routes!(model_version_ready))
+        .routes(routes!(infer))
+        .routes(routes!(infer_version))
+        .routes(routes!(repository_index))
+        .routes(routes!(repository_load))
+        .routes(routes!(repository_unload))
+}
+
+/// Server metadata with the supported extensions.
+#[utoipa::path(get, path = "/v2", tag = "v2", responses((status = 200, body = ServerMetadata)))]
+pub async fn server_metadata() -> Json<ServerMetadata> {
+    Json(ServerMetadata {
+        name: "dlserve",
+        version: env!("CARGO_PKG_VERSION"),
+        extensions: vec!["binary_tensor_data", "model_repository"],
+    })
+}
+
+/// Server liveness: 200 while the process is up.
+#[utoipa::path(get, path = "/v2/health/live", tag = "v2", responses((status = 200, description = "Live")))]
+pub async fn server_live() -> StatusCode {
+    StatusCode::OK
+}
+
+/// Server readiness: 200 when every configured model is ready, else 400 (the protocol's 4xx for false).
+#[utoipa::path(get, path = "/v2/health/ready", tag = "v2", responses((status = 200, description = "Ready"), (status = 400, description = "Not ready", body = Object)))]
+pub async fn server_ready(State(app): State<AppState>) -> Result<StatusCode, V2Error> {
+    let not_ready = app.registry.not_ready();
+    if app.is_draining() || !not_ready.is_empty() {
+        let why = if app.is_draining() { "server is shutting down".to_string() } else { not_ready.join("; ") };
+        return Err(bad(format!("not ready: {why}")));
+    }
+    Ok(StatusCode::OK)
+}
+
+fn parse_version(v: &str) -> Result<u64, V2Error> {
+    v.parse().map_err(|_| bad(format!("version '{v}' is not a non-negative integer")))
+}
+
+fn metadata(app: &AppState, name: &str, version: Option<u64>) -> Result<ModelMetadata, V2Error> {
+    let v = app.registry.resolve(name, version)?;
+    let info = app.registry.info(name)?;
+    Ok(ModelMetadata {
+        name: name.to_string(),
+        versions: info.versions.iter().map(|v| v.version.to_string()).collect(),
+        platform: "pytorch_torchscript",
+        inputs: kinds::inputs(&v.config),
+        outputs: kinds::outputs(&v.config, v.classes()),
+    })
+}
+
+/// Model metadata: inputs and outputs with name, datatype and shape (-1 = variable).
+#[utoipa::path(get, path = "/v2/models/{model}", tag = "v2", params(("model" = String, Path)), responses((status = 200, body = ModelMetadata), (status = 404, body = Object)))]
+pub async fn model_metadata(
+    State(app): State<AppState>,
+    Path(model): Path<String>,
+) -> Result<Json<ModelMetadata>, V2Error> {
+    Ok(Json(metadata(&app, &model, None)?))
+}
+
+/// Metadata of one model version.
+#[utoipa::path(get, path = "/v2/models/{model}/versions/{version}", tag = "v2", params(("model" = String, Path), ("version" = String, Path)), responses((status = 200, body = ModelMetadata), (status = 404, body = Object)))]
+pub async fn model_version_metadata(
+    State(app): State<AppState>,
+    Path((model, version)): Path<(String, String)>,
+) -> Result<Json<ModelMetadata>, V2Error> {
+    Ok(Json(metadata(&app, &model, Some(parse_version(&version)?))?))
+}
+
+fn ready_status(app: &AppState, model: &str, version: Option<u64>) -> Result<StatusCode, V2Error> {
+    let v = app.registry.resolve(model, version)?;
+    if v.batcher.live_workers() == 0 {
+        return Err(bad(format!("model '{model}' version {} has no live worker", v.version)));
+    }
+    Ok(StatusCode::OK)
+}
+
+/// Model readiness: 200 when the model (newest version) can serve.
+#[utoipa::path(get, path = "/v2/models/{model}/ready", tag = "v2", params(("model" = String, Path)), responses((status = 200, description = "Ready"), (status = 400, body = Object), (status = 404, body = Object), (status = 503, body = Object)))]
+pub async fn model_ready(State(app): State<AppState>, Path(model): Path<String>) -> Result<StatusCode, V2Error> {
+    ready_status(&app, &model, None)
+}
+
+/// Readiness of one model version.
+#[utoipa::path(get, path = "/v2/models/{model}/versions/{version}/ready", tag = "v2", params(("model" = String, Path), ("version" = String, Path)), responses((status = 200, description = "Ready"), (status = 400, body = Object), (status = 404, body = Object), (status = 503, body = Object)))]
+pub async fn model_version_ready(
+    State(app): State<AppState>,
+    Path((model, version)): Path<(String, String)>,
+) -> Result<StatusCode, V2Error> {
+    ready_status(&app, &model, Some(parse_version(&version)?))
+}
+
+/// Inference on the newest version.
+///
+/// JSON body, or the binary tensor data extension: `Inference-Header-Content-Length` gives the
+/// length of the JSON part; inputs with `parameters.binary_data_size` take their bytes
+/// (little-endian, row-major) from what follows, in input order. Outputs are returned in binary
+/// when the output asks for `binary_data: true` or the request sets `binary_data_output: true`.
+#[utoipa::path(post, path = "/v2/models/{model}/infer", tag = "v2", params(("model" = String, Path), ("x-deadline-ms" = Option<u64>, Header, description = "Inference deadline in ms")),
+    request_body(content(( InferRequest = "application/json"), (Vec<u8> = "application/octet-stream"))),
+    responses((status = 200, body = InferResponse), (status = 400, body = Object), (status = 404, body = Object), (status = 413, body = Object), (status = 422, body = Object), (status = 429, body = Object), (status = 500, body = Object), (status = 503, body = Object), (status = 504, body = Object)))]
+pub async fn infer(
+    State(app): State<AppState>,
+    Path(model): Path<String>,
+    headers: HeaderMap,
+    body: bytes::Bytes,
+) -> Result<Response, V2Error> {
+    run_infer(app, model, None, headers, body).await
+}
+
+/// Inference on one version.
+#[utoipa::path(post, path = "/v2/models/{model}/versions/{version}/infer", tag = "v2", params(("model" = String, Path), ("version" = String, Path), ("x-deadline-ms" = Option<u64>, Header, description = "Inference deadline in ms")),
+    request_body(content((InferRequest = "application/json"), (Vec<u8> = "application/octet-stream"))),
+    responses((status = 200, body = InferResponse), (status = 400, body = Object), (status = 404, body = Object), (status = 413, body = Object), (status = 422, body = Object), (status = 429, body = Object), (status = 500, body = Object), (status = 503, body = Object), (status = 504, body = Object)))]
+pub async fn infer_version(
+    State(app): State<AppState>,
+    Path((model, version)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: bytes::Bytes,
+) -> Result<Response, V2Error> {
+    let v = parse_version(&version)?;
+    run_infer(app, model, Some(v), headers, body).await
+}
+
+/// The element types the protocol defines that dlserve accepts, with their byte sizes.
+fn elem_size(datatype: &str) -> Option<usize> {
+    Some(match datatype {
+        "BOOL" | "UINT8" | "INT8" => 1,
+        "INT16" => 2,
+        "FP32" | "INT32" => 4,
+        "FP64" | "INT64" => 8,
+        _ => return None,
+    })
+}
+
+/// Raw values of one input, before conversion to the model's element type.
+enum Raw {
+    Float(Vec<f64>),
+    Int(Vec<i64>),
+    Bool(Vec<bool>),
+}
+
+fn decode_binary(bytes: &[u8], datatype: &str) -> Raw {
+    match datatype {
+        "FP32" => Raw::Float(bytes.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap()) as f64).collect()),
+        "FP64" => Raw::Float(bytes.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().unwrap())).collect()),
+        "INT32" => Raw::Int(bytes.chunks_exact(4).map(|c| i32::from_le_bytes(c.try_into().unwrap()) as i64).collect()),
+        "INT64" => Raw::Int(bytes.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap())).collect()),
+        "INT16" => Raw::Int(bytes.chunks_exact(2).map(|c| i16::from_le_bytes(c.try_into().unwrap()) as i64).collect()),
+        "INT8" => Raw::Int(bytes.iter().map(|b| *b as i8 as i64).collect()),
+        "UINT8" => Raw::Int(bytes.iter().map(|b| *b as i64).collect()),
+        _ => Raw::Bool(bytes.iter().map(|b| *b != 0).collect()),
+    }
+}
+
+fn decode_json(v: &serde_json::Value, datatype: &str, name: &str) -> Result<Raw, V2Error> {
+    fn flatten<'a>(v: &'a serde_json::Value, out: &mut Vec<&'a serde_json::Value>) {
+        match v {
+            serde_json::Value::Array(a) => a.iter().for_each(|x| flatten(x, out)),
+            other => out.push(other),
+        }
+    }
+    let mut leaves = Vec::new();
+    flatten(v, &mut leaves);
+    let wrong = |i: usize| bad(format!("input '{name}': data[{i}] is not a valid {datatype} value"));
+    Ok(match datatype {
+        "FP32" | "FP64" => Raw::Float(
+            leaves.iter().enumerate().map(|(i, x)| x.as_f64().ok_or_else(|| wrong(i))).collect::<Result<_, _>>()?,
+        ),
+        "BOOL" => Raw::Bool(
+            leaves.iter().enumerate().map(|(i, x)| x.as_bool().ok_or_else(|| wrong(i))).collect::<Result<_, _>>()?,
+        ),
+        _ => {
+            let (lo, hi) = match datatype {
+                "UINT8" => (0, 255),
+                "INT8" => (-128, 127),
+                "INT16" => (i16::MIN as i64, i16::MAX as i64),
+                "INT32" => (i32::MIN as i64, i32::MAX as i64),
+                _ => (i64::MIN, i64::MAX),
+            };
+            Raw::Int(
+                leaves
+                    .iter()
+                    .enumerate()
+                    .map(|(i, x)| x.as_i64().filter(|v| (lo..=hi).contains(v)).ok_or_else(|| wrong(i)))
+                    .collect::<Result<_, _>>()?,
+            )
+        }
+    })
+}
+
+/// Converts to the model's element type where that is exact enough to be safe.
+fn convert(raw: Raw, spec: &TensorSpec, datatype: &str) -> Result<TensorData, V2Error> {
+    let name = &spec.name;
+    match (spec.datatype, raw) {
+        ("FP32", Raw::Float(v)) => {
+            if let Some(i) = v.iter().position(|x| !x.is_finite() || x.abs() > f32::MAX as f64) {
+                return Err(V2Error(ApiError::new(
+                    ErrorType::InvalidInput,
+                    format!("input '{name}': element {i} is not a finite FP32 value"),
+                )));
+            }
+            Ok(TensorData::F32(v.into_iter().map(|x| x as f32).collect()))
+        }
+        ("FP32", Raw::Int(v)) => {
+            // Integers convert exactly up to 2^24.
+            if let Some(i) = v.iter().position(|x| x.unsigned_abs() > 1 << 24) {
+                return Err(bad(format!(
+                    "input '{name}': {datatype} element {i} cannot be represented exactly in FP32"
+                )));
+            }
+            Ok(TensorData::F32(v.into_iter().map(|x| x as f32).collect()))
+        }
+        ("FP32", Raw::Bool(v)) => Ok(TensorData::F32(v.into_iter().map(|b| if b { 1.0 } else { 0.0 }).collect())),
+        ("INT64", Raw::Int(v)) => Ok(TensorData::I64(v)),
+        ("INT64", Raw::Bool(v)) => Ok(TensorData::I64(v.into_iter().map(i64::from).collect())),
+        (want, _) => Err(bad(format!("input '{name}' is {want}; {datatype} cannot be converted to it safely"))),
+    }
+}
+
+async fn run_infer(
+    app: AppState,
+    model: String,
+    version: Option<u64>,
+    headers: HeaderMap,
+    body: bytes::Bytes,
+) -> Result<Response, V2Error> {
+    let deadline = app.deadline(&headers)?;
+    let v = app.registry.resolve(&model, version)?;
+    let tag = |e: ApiError| V2Error(e.for_model(&v));
+    let (json_part, mut binary) = match headers.get(&HEADER_LENGTH) {
+        Some(h) => {
+            let n: usize = h
+                .to_str()
+                .ok()
+                .and_then(|s| s.trim().parse().ok())
+                .ok_or_else(|| bad("Inference-Header-Content-Length is not a number"))?;
+            if n > body.len() {
+                return Err(bad(format!("Inference-Header-Content-Length {n} exceeds the body length {}", body.len())));
+            }
+            (body.slice(..n), body.slice(n..))
+        }
+        None => (body.clone(), bytes::Bytes::new()),
+    };
+    let req: InferRequest = super::error::parse_json(&json_part).map_err(V2Error)?;
+    let specs = kinds::inputs(&v.config);
+    if req.inputs.len() != specs.len() {
+        let names: Vec<&str> = specs.iter().map(|s| s.name.as_str()).collect();
+        return Err(bad(format!(
+            "model '{model}' takes {} input(s) ({}); the request has {}",
+            specs.len(),
+            names.join(", "),
+            req.inputs.len()
+        )));
+    }
+    let mut columns: Vec<Option<(Vec<i64>, TensorData)>> = vec![None; specs.len()];
+    let mut batch: Option<i64> = None;
+    for input in &req.inputs {
+        let idx = specs
+            .iter()
+            .position(|s| s.name == input.name)
+            .or_else(|| {
+                input
+                    .name
+                    .to_ascii_lowercase()
+                    .strip_prefix("input__")
+                    .and_then(|n| n.parse::<usize>().ok())
+                    .filter(|n| *n < specs.len())
+            })
+            .ok_or_else(|| {
+                bad(format!(
+                    "unknown input '{}'; model '{model}' takes {}",
+                    input.name,
+                    specs.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(", ")
+                ))
+            })?;
+        if columns[idx].is_some() {
+            return Err(bad(format!("input '{}' is given twice", input.name)));
+        }
+        let spec = &specs[idx];
+        let size = elem_size(&input.datatype).ok_or_else(|| {
+            bad(format!(
+                "input '{}': datatype '{}' is not supported (use FP32, FP64, INT32, INT64, UINT8, INT8, INT16 or BOOL)",
+                input.name, input.datatype
+            ))
+        })?;
+        if input.shape.len() != spec.shape.len() || input.shape.iter().any(|d| *d < 0) {
+            return Err(bad(format!(
+                "input '{}': shape {:?} does not match {:?}",
+                input.name, input.shape, spec.shape
+            )));
+        }
+        for (i, (got, want)) in input.shape.iter().zip(&spec.shape).enumerate().skip(1) {
+            if *want >= 0 && got != want {
+                return Err(bad(format!("input '{}': dimension {i} is {got}, the model needs {want}", input.name)));
+            }
+        }
+        let b = input.shape[0];
+        if b < 1 || b as usize > app.limits.max_items {
+            return Err(V2Error(ApiError::new(
+                ErrorType::InvalidInput,
+                format!("input '{}': batch dimension must be between 1 and {}", input.name, app.limits.max_items),
+            )));
+        }
+        if *batch.get_or_insert(b) != b {
+            return Err(bad("all inputs must have the same batch dimension"));
+        }
+        let numel: i64 = input.shape.iter().product();
+        let binary_size = input.parameters.as_ref().and_then(|p| p.get("binary_data_size")).and_then(|v| v.as_u64());
+        let raw = match (binary_size, &input.data) {
+            (Some(n), None) => {
+                let n = n as usize;
+                if n > binary.len() {
+                    return Err(bad(format!(
+                        "input '{}': binary_data_size {n} exceeds the {} binary bytes left",
+                        input.name,
+                        binary.len()
+                    )));
+                }
+                if n != numel as usize * size {
+                    return Err(bad(format!(
+                        "input '{}': binary_data_size {n} does not match shape {:?} of {}",
+                        input.name, input.shape, input.datatype
+                    )));
+                }
+                let chunk = binary.split_to(n);
+                decode_binary(&chunk, &input.datatype)
+            }
+            (None, Some(d)) => decode_json(d, &input.datatype, &input.name)?,
+            _ => return Err(bad(format!("input '{}': give either data or parameters.binary_data_size", input.name))),
+        };
+        let data = convert(raw, spec, &input.datatype)?;
+        if data.len() != numel as usize {
+            return Err(bad(format!(
+                "input '{}': {} values do not fill shape {:?}",
+                input.name,
+                data.len(),
+                input.shape
+            )));
+        }
+        check_contract(&v, idx, &input.shape)?;
+        check_labels(&v, idx, &data)?;
+        columns[idx] = Some((input.shape[1..].to_vec(), data));
+    }
+    let b = batch.unwrap_or(0) as usize;
+    let columns: Vec<(Vec<i64>, TensorData)> = columns.into_iter().map(|c| c.expect("every input matched")).collect();
+    let items: Vec<Vec<ItemTensor>> = (0..b)
+        .map(|row| {
+            columns
+                .iter()
+                .map(|(shape, data)| {
+                    let per = data.len() / b;
+                    let data = match data {
+                        TensorData::F32(v) => TensorData::F32(v[row * per..(row + 1) * per].to_vec()),
+                        TensorData::I64(v) => TensorData::I64(v[row * per..(row + 1) * per].to_vec()),
+                    };
+                    ItemTensor { shape: shape.clone(), data }
+                })
+                .collect()
+        })
+        .collect();
+    let out_specs = kinds::outputs(&v.config, v.classes());
+    let all_binary =
+        req.parameters.as_ref().and_then(|p| p.get("binary_data_output")).and_then(|x| x.as_bool()).unwrap_or(false);
+    let wanted: Vec<(usize, bool)> = match &req.outputs {
+        None => (0..out_specs.len()).map(|i| (i, all_binary)).collect(),
+        Some(list) => list
+            .iter()
+            .map(|o| {
+                let i = out_specs.iter().position(|s| s.name == o.name).or_else(|| {
+                    o.name
+                        .to_ascii_lowercase()
+                        .strip_prefix("output__")
+                        .and_then(|n| n.parse::<usize>().ok())
+                        .filter(|n| *n < out_specs.len())
+                });
+                let binary = o
+                    .parameters
+                    .as_ref()
+                    .and_then(|p| p.get("binary_data"))
+                    .and_then(|x| x.as_bool())
+                    .unwrap_or(all_binary);
+                i.map(|i| (i, binary)).ok_or_else(|| {
+                    bad(format!(
+                        "unknown output '{}'; model '{model}' returns {}",
+                        o.name,
+                        out_specs.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(", ")
+                    ))
+                })
+            })
+            .collect::<Result<_, _>>()?,
+    };
+    let outs = v.batcher.infer(items, deadline).await.map_err(|e| tag(e.into()))?;
+    let timings: Vec<_> = outs.iter().map(|o| o.timing).collect();
+    let mut binary_out: Vec<u8> = Vec::new();
+    let mut outputs = Vec::with_capacity(wanted.len());
+    for (i, as_binary) in wanted {
+        let item_shape = outs[0].outputs.get(i).map(|t| t.shape.clone()).unwrap_or_default();
+        let mut shape = vec![b as i64];
+        shape.extend(item_shape);
+        let data: Vec<f32> = outs.iter().flat_map(|o| o.outputs[i].data.iter().copied()).collect();
+        let name = out_specs[i].name.clone();
+        if as_binary {
+            let size = data.len() * 4;
+            binary_out.extend(data.iter().flat_map(|x| x.to_le_bytes()));
+            outputs.push(ResponseOutput {
+                name,
+                shape,
+                datatype: "FP32",
+                parameters: Some(serde_json::json!({"binary_data_size": size})),
+                data: None,
+            });
+        } else {
+            outputs.push(ResponseOutput { name, shape, datatype: "FP32", parameters: None, data: Some(data) });
+        }
+    }
+    let resp = InferResponse { model_name: model, model_version: v.version.to_string(), id: req.id, outputs };
+    let mut hdrs = super::served_headers(&v, &timings);
+    let json = serde_json::to_vec(&resp).map_err(|e| {
+        V2Error(ApiError { detail: Some(e.to_string()), ..ApiError::new(ErrorType::Internal, "internal error") })
+    })?;
+    if binary_out.is_empty() {
+        hdrs.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        return Ok((hdrs, json).into_response());
+    }
+    hdrs.insert(HEADER_LENGTH.clone(), HeaderValue::from(json.len()));
+    hdrs.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
+    let mut body = json;
+    body.extend_from_slice(&binary_out);
+    Ok((hdrs, body).into_response())
+}
+
+/// Variable dimensions still have limits: a forecaster's history length must be in its range.
+fn check_contract(v: &Arc<LoadedVersion>, input: usize, shape: &[i64]) -> Result<(), V2Error> {
+    if let (Some(f), 0) = (&v.config.forecaster, input) {
+        let t = shape[1] as usize;
+        if t < f.min_context || t > f.max_context {
+            return Err(V2Error(ApiError::new(
+                ErrorType::InvalidInput,
+                format!(
+                    "input 'history': length {t} is outside the model's context range {}..={}",
+                    f.min_context, f.max_context
+                ),
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// A conditional generator's labels must name one of its classes, or its embedding lookup
+/// would fail the whole batch.
+fn check_labels(v: &LoadedVersion, input: usize, data: &TensorData) -> Result<(), V2Error> {
+    if let (Some(g), 1, TensorData::I64(labels)) = (&v.config.generator, input, data) {
+        if let Some(i) = labels.iter().position(|l| *l < 0 || *l >= g.num_classes) {
+            return Err(V2Error(ApiError::new(
+                ErrorType::InvalidInput,
+                format!("input 'labels': element {i} must be a class index from 0 to {}", g.num_classes - 1),
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The repository index: every model with its state.
+#[utoipa::path(post, path = "/v2/repository/index", tag = "v2", security(("admin_token" = [])), responses((status = 200, body = Vec<IndexEntry>), (status = 401, body = Object), (status = 403, body = Object), (status = 404, body = Object)))]
+pub async fn repository_index(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Json<Vec<IndexEntry>>, V2Error> {
+    super::models::authorize(&app, &headers)?;
+    let on_disk = app.registry.discover();
+    let known = app.registry.list();
+    let mut entries: Vec<IndexEntry> = known
+        .iter()
+        .map(|m| IndexEntry {
+            name: m.name.clone(),
+            version: m.versions.last().map(|v| v.version.to_string()),
+            state: match m.state {
+                ModelState::Ready => "READY",
+                ModelState::Loading => "LOADING",
+                ModelState::Failed => "UNAVAILABLE",
+                ModelState::Unloaded => "UNLOADED",
+            },
+            reason: m.last_error.clone(),
+        })
+        .collect();
+    for name in on_disk {
+        if !known.iter().any(|m| m.name == name) {
+            entries.push(IndexEntry { name, version: None, state: "UNLOADED", reason: None });
+        }
+    }
+    Ok(Json(entries))
+}
+
+/// Loads (or reloads) a model from the repository.
+#[utoipa::path(post, path = "/v2/repository/models/{model}/load", tag = "v2", security(("admin_token" = [])), params(("model" = String, Path)), responses((status = 200, description = "Loaded"), (status = 401, body = Object), (status = 403, body = Object), (status = 404, body = Object), (status = 422, body = Object)))]
+pub async fn repository_load(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    Path(model): Path<String>,
+) -> Result<StatusCode, V2Error> {
+    super::models::authorize(&app, &headers)?;
+    let reg = app.registry.clone();
+    tokio::task::spawn_blocking(move || reg.load(&model)).await.map_err(|e| {
+        V2Error(ApiError { detail: Some(e.to_string()), ..ApiError::new(ErrorType::Internal, "internal error") })
+    })??;
+    Ok(StatusCode::OK)
+}
+
+/// Unloads a model; requests in flight finish first.
+#[utoipa::path(post, path = "/v2/repository/models/{model}/unload", tag = "v2", security(("admin_token" = [])), params(("model" = String, Path)), responses((status = 200, description = "Unloaded"), (status = 401, body = Object), (status = 403, body = Object), (status = 404, body = Object)))]
+pub async fn repository_unload(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    Path(model): Path<String>,
+) -> Result<StatusCode, V2Error> {
+    super::models::authorize(&app, &headers)?;
+    app.registry.unload(&model)?;
+    Ok(StatusCode::OK)
 }
