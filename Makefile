@@ -25,6 +25,8 @@ lint: setup
 # `fault-injection` compiles the worker-panic hook the tests use; release binaries never have it.
 test: lint
 	$(CARGO) nextest run --release --all-features --no-fail-fast
+	$(CARGO) build --release --bin dlserve
+	scripts/api-fuzz 20
 
 openapi: setup
 	$(CARGO) run --quiet --bin openapi > openapi/openapi.json
@@ -34,3 +36,23 @@ models: setup
 
 fixtures: setup
 	.venv/bin/python tests/fixtures/make_fixtures.py
+
+# Benchmarks (issues 9 and 4): dlserve vs FastAPI+PyTorch and TorchServe on the same TorchScript files,
+# open-loop load with oha, batching on/off, in-process limit. Writes the generated part of BENCHMARKS.md,
+# bench/plots/*.png and bench/results.json in under 20 minutes on a 2-core machine. BENCH_ARGS=--quick
+# for a smoke run; scripts/bench --help for the rest.
+bench: build
+	@scripts/bench-setup
+	.cache/bench-venv/bin/python scripts/bench $(BENCH_ARGS)
+
+# Container image: builds docker/Dockerfile (both variants) with podman, runs it and checks every
+# endpoint (docker/smoke-test). Long, needs root; not part of `make test`. Installs podman, runc
+# and debootstrap when missing and builds the base images locally (docker/make-base-images).
+docker-smoke:
+	docker/smoke-test
+
+# Offline schema validation of docker/k8s (Kubernetes, kustomize overlays, KServe) and
+# docker/compose.yaml.
+.PHONY: validate-manifests
+validate-manifests: setup
+	scripts/validate-manifests

@@ -41,6 +41,7 @@ pub struct GenerateQuery {
     /// (comma-separated, exactly n). When omitted, labels are drawn from the seed.
     pub label: Option<String>,
     /// `png` (default) or `json`.
+    #[param(inline)]
     pub format: Option<Format>,
 }
 

@@ -229,7 +229,7 @@ pub async fn model_metadata(
 }
 
 /// Metadata of one model version.
-#[utoipa::path(get, path = "/v2/models/{model}/versions/{version}", tag = "v2", params(("model" = String, Path), ("version" = String, Path)), responses((status = 200, body = ModelMetadata), (status = 404, body = Object)))]
+#[utoipa::path(get, path = "/v2/models/{model}/versions/{version}", tag = "v2", params(("model" = String, Path), ("version" = String, Path)), responses((status = 200, body = ModelMetadata), (status = 400, body = Object), (status = 404, body = Object)))]
 pub async fn model_version_metadata(
     State(app): State<AppState>,
     Path((model, version)): Path<(String, String)>,

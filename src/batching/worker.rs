@@ -293,7 +293,12 @@ fn run_batch(shared: &Shared, module: &CModule, batch: Vec<Entry>) {
     }
     let start = Instant::now();
     let n = batch.len();
-    let refs: Vec<&[ItemTensor]> = batch.iter().map(|e| e.inputs.as_slice()).collect();
+    let mut refs: Vec<&[ItemTensor]> = batch.iter().map(|e| e.inputs.as_slice()).collect();
+    if shared.spec.batching.fixed_batch_size {
+        // Padding rows are computed and discarded: `zip` below stops at the real items.
+        let first = refs[0];
+        refs.resize(shared.spec.batching.max_batch_size.max(n), first);
+    }
     let result = forward_items(module, shared.spec.device, &refs);
     let compute_time = start.elapsed();
     let labels = shared.labels();

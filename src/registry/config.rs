@@ -80,11 +80,22 @@ pub struct BatchingConfig {
     pub queue_capacity: usize,
     /// Worker threads, each with its own replica of the module.
     pub instances: usize,
+    /// Run every forward at exactly `max_batch_size` rows, padding with copies of the first item.
+    /// libtorch picks kernels by batch size, so a row's floats can differ by a few ULP between
+    /// batch sizes; a fixed size makes each item's output independent of what it was batched
+    /// with (bit-identical generator output per seed), at the cost of computing the padding.
+    pub fixed_batch_size: bool,
 }
 
 impl Default for BatchingConfig {
     fn default() -> Self {
-        BatchingConfig { max_batch_size: 32, max_queue_delay_ms: 1.0, queue_capacity: 512, instances: 1 }
+        BatchingConfig {
+            max_batch_size: 32,
+            max_queue_delay_ms: 1.0,
+            queue_capacity: 512,
+            instances: 1,
+            fixed_batch_size: false,
+        }
     }
 }
 

@@ -400,7 +400,7 @@ impl Registry {
         let item = kinds::warmup_item(&cfg);
         let max = cfg.batching.max_batch_size;
         for (r, module) in replicas.iter().enumerate() {
-            let sizes: &[usize] = if r == 0 { &[1, max] } else { &[max] };
+            let sizes: &[usize] = if r == 0 && !cfg.batching.fixed_batch_size { &[1, max] } else { &[max] };
             for &b in sizes {
                 let batch: Vec<&[crate::batching::ItemTensor]> = (0..b).map(|_| item.as_slice()).collect();
                 let out = forward_items(module, device, &batch).map_err(|e| match e {
