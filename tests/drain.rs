@@ -58,7 +58,17 @@ async fn sigterm_drains_in_flight_requests_then_exits_zero() {
     tokio::time::sleep(Duration::from_millis(150)).await;
     let t0 = Instant::now();
     Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    // Wait until the server has seen the signal: readiness turns 503 (or nothing listens).
+    let seen = Instant::now();
+    loop {
+        match client.get(format!("{base}/health/ready")).send().await {
+            Ok(r) if r.status() == 503 => break,
+            Err(_) => break,
+            _ => {}
+        }
+        assert!(seen.elapsed() < Duration::from_secs(5), "SIGTERM not seen within 5 s");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     // New work after the signal is refused cleanly: connection refused or 503 shutting_down.
     match client.post(format!("{base}/anomaly")).json(&serde_json::json!({"rows": [[0, 0]]})).send().await {
         Err(e) => assert!(e.is_connect() || e.is_request(), "{e}"),

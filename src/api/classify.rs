@@ -230,10 +230,9 @@ pub async fn classify(State(app): State<AppState>, req: Request) -> Result<impl 
     };
     let cfg = v.config.classifier.clone().expect("classifier config");
     let max_pixels = app.limits.max_image_pixels;
-    let rows =
-        tokio::task::spawn_blocking(move || preprocess_all(sources, &cfg, max_pixels)).await.map_err(|e| {
-            ApiError { detail: Some(e.to_string()), ..ApiError::new(ErrorType::Internal, "internal error") }
-        })??;
+    let rows = tokio::task::spawn_blocking(move || preprocess_all(sources, &cfg, max_pixels))
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))??;
     let shape = v.config.classifier.as_ref().expect("classifier").input_shape.to_vec();
     let inverted: Vec<bool> = rows.iter().map(|r| r.1).collect();
     let items = rows.into_iter().map(|(row, _)| vec![ItemTensor::f32(shape.clone(), row)]).collect();

@@ -143,6 +143,13 @@ impl ApiError {
     pub fn new(ty: ErrorType, message: impl Into<String>) -> ApiError {
         ApiError { ty, message: message.into(), field: None, retry_after: None, detail: None, model: None }
     }
+    /// A server-side failure: `detail` is logged, the client sees a generic message.
+    pub fn internal(detail: impl Into<String>) -> ApiError {
+        ApiError {
+            detail: Some(detail.into()),
+            ..ApiError::new(ErrorType::Internal, "internal error; the details are in the server log")
+        }
+    }
     /// Invalid input in `field`.
     pub fn invalid(field: impl Into<String>, message: impl std::fmt::Display) -> ApiError {
         let field = field.into();

@@ -120,13 +120,9 @@ pub async fn generate(
     hdrs.insert(header::HeaderName::from_static("x-seed"), HeaderValue::from(seed));
     match q.format.unwrap_or_default() {
         Format::Png => {
-            let png =
-                tokio::task::spawn_blocking(move || generator::png_grid(&images, c, h, w)).await.map_err(|e| {
-                    ApiError {
-                        detail: Some(e.to_string()),
-                        ..ApiError::new(super::error::ErrorType::Internal, "internal error")
-                    }
-                })?;
+            let png = tokio::task::spawn_blocking(move || generator::png_grid(&images, c, h, w))
+                .await
+                .map_err(|e| ApiError::internal(e.to_string()))?;
             hdrs.insert(header::CONTENT_TYPE, HeaderValue::from_static("image/png"));
             Ok((hdrs, png).into_response())
         }

@@ -68,9 +68,22 @@ pub fn authorize(app: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
 
 /// Runs a blocking registry action (libtorch loads) off the async workers.
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, ApiError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| ApiError { detail: Some(e.to_string()), ..ApiError::new(ErrorType::Internal, "internal error") })
+    tokio::task::spawn_blocking(f).await.map_err(|e| ApiError::internal(e.to_string()))
+}
+
+/// Authorises, runs a registry action off the async workers, and reports the model afterwards.
+async fn admin(
+    app: AppState,
+    headers: &HeaderMap,
+    name: String,
+    action: &'static str,
+    run: fn(&crate::registry::Registry, &str) -> Result<(), crate::registry::RegistryError>,
+) -> Result<Json<AdminResult>, ApiError> {
+    authorize(&app, headers)?;
+    let reg = app.registry.clone();
+    let n = name.clone();
+    blocking(move || run(&reg, &n)).await??;
+    Ok(Json(AdminResult { info: app.registry.info(&name).ok(), model: name, action }))
 }
 
 /// Loads a model from the repository (also one added to disk after start-up).
@@ -84,11 +97,7 @@ pub async fn load_model(
     headers: HeaderMap,
     Path(name): Path<String>,
 ) -> Result<Json<AdminResult>, ApiError> {
-    authorize(&app, &headers)?;
-    let reg = app.registry.clone();
-    let n = name.clone();
-    blocking(move || reg.load(&n)).await??;
-    Ok(Json(AdminResult { info: app.registry.info(&name).ok(), model: name, action: "loaded" }))
+    admin(app, &headers, name, "loaded", crate::registry::Registry::load).await
 }
 
 /// Stops serving a model; requests in flight finish first.
@@ -101,11 +110,7 @@ pub async fn unload_model(
     headers: HeaderMap,
     Path(name): Path<String>,
 ) -> Result<Json<AdminResult>, ApiError> {
-    authorize(&app, &headers)?;
-    let reg = app.registry.clone();
-    let n = name.clone();
-    blocking(move || reg.unload(&n)).await??;
-    Ok(Json(AdminResult { info: app.registry.info(&name).ok(), model: name, action: "unloaded" }))
+    admin(app, &headers, name, "unloaded", crate::registry::Registry::unload).await
 }
 
 /// Reloads a model from disk with zero downtime: the new versions are loaded and warmed beside
@@ -120,9 +125,5 @@ pub async fn reload_model(
     headers: HeaderMap,
     Path(name): Path<String>,
 ) -> Result<Json<AdminResult>, ApiError> {
-    authorize(&app, &headers)?;
-    let reg = app.registry.clone();
-    let n = name.clone();
-    blocking(move || reg.load(&n)).await??;
-    Ok(Json(AdminResult { info: app.registry.info(&name).ok(), model: name, action: "reloaded" }))
+    admin(app, &headers, name, "reloaded", crate::registry::Registry::load).await
 }

@@ -586,9 +586,7 @@ async fn run_infer(
     }
     let resp = InferResponse { model_name: model, model_version: v.version.to_string(), id: req.id, outputs };
     let mut hdrs = super::served_headers(&v, &timings);
-    let json = serde_json::to_vec(&resp).map_err(|e| {
-        V2Error(ApiError { detail: Some(e.to_string()), ..ApiError::new(ErrorType::Internal, "internal error") })
-    })?;
+    let json = serde_json::to_vec(&resp).map_err(|e| V2Error(ApiError::internal(e.to_string())))?;
     if binary_out.is_empty() {
         hdrs.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
         return Ok((hdrs, json).into_response());
@@ -671,9 +669,9 @@ pub async fn repository_load(
 ) -> Result<StatusCode, V2Error> {
     super::models::authorize(&app, &headers)?;
     let reg = app.registry.clone();
-    tokio::task::spawn_blocking(move || reg.load(&model)).await.map_err(|e| {
-        V2Error(ApiError { detail: Some(e.to_string()), ..ApiError::new(ErrorType::Internal, "internal error") })
-    })??;
+    tokio::task::spawn_blocking(move || reg.load(&model))
+        .await
+        .map_err(|e| V2Error(ApiError::internal(e.to_string())))??;
     Ok(StatusCode::OK)
 }
 

@@ -354,25 +354,10 @@ pub fn forward_items(module: &CModule, device: Device, batch: &[&[ItemTensor]]) 
         dims.push(n as i64);
         dims.extend_from_slice(shape);
         let host = match first.data.elem() {
-            Elem::F32 => {
-                let mut buf = Vec::with_capacity(n * first.data.len());
-                for e in batch {
-                    if let TensorData::F32(v) = &e[i].data {
-                        buf.extend_from_slice(v);
-                    }
-                }
-                Tensor::f_from_slice(&buf).map_err(te)?
-            }
-            Elem::I64 => {
-                let mut buf = Vec::with_capacity(n * first.data.len());
-                for e in batch {
-                    if let TensorData::I64(v) = &e[i].data {
-                        buf.extend_from_slice(v);
-                    }
-                }
-                Tensor::f_from_slice(&buf).map_err(te)?
-            }
-        };
+            Elem::F32 => stack(batch, i, |d| if let TensorData::F32(v) = d { Some(v) } else { None }),
+            Elem::I64 => stack(batch, i, |d| if let TensorData::I64(v) = d { Some(v) } else { None }),
+        }
+        .map_err(te)?;
         let host = host.f_view(dims.as_slice()).map_err(te)?;
         let t = match device {
             Device::Cpu => host,
@@ -414,6 +399,19 @@ pub fn forward_items(module: &CModule, device: Device, batch: &[&[ItemTensor]]) 
         }
     }
     Ok(per_item)
+}
+
+/// Concatenates input `i` of every item into one host tensor (items of a batch share its dtype).
+fn stack<T: tch::kind::Element + Copy>(
+    batch: &[&[ItemTensor]],
+    i: usize,
+    pick: impl Fn(&TensorData) -> Option<&Vec<T>>,
+) -> Result<Tensor, tch::TchError> {
+    let mut buf = Vec::with_capacity(batch.len() * batch[0][i].data.len());
+    for item in batch {
+        buf.extend_from_slice(pick(&item[i].data).map(Vec::as_slice).unwrap_or_default());
+    }
+    Tensor::f_from_slice(&buf)
 }
 
 /// A forward may return a tensor, or a tuple/list of tensors; anything else breaks the contract.
