@@ -1,0 +1,195 @@
+//! The shipped default models: each loads through the registry, honours its contract, matches
+//! the golden outputs PyTorch computed for it, and does something true end to end.
+mod common;
+use common::*;
+use dlserve::batching::ItemTensor;
+use serde_json::json;
+
+fn golden(name: &str) -> serde_json::Value {
+    let p = format!("{}/tests/data/golden/{name}.json", env!("CARGO_MANIFEST_DIR"));
+    serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_default_model_loads_and_matches_its_golden_outputs() {
+    let s = start_in(shipped_models(), None, &[]).await;
+    assert_eq!(s.get("/health/ready").await.status(), 200, "all four default models are ready");
+    for name in ["digits-cnn", "co2-lstm", "cancer-ae", "digits-cgan"] {
+        let g = golden(name);
+        let v = s.registry.resolve(name, None).unwrap();
+        // Split the golden batch into items, as requests would be.
+        let inputs = g["inputs"].as_array().unwrap();
+        let b = inputs[0]["shape"][0].as_u64().unwrap() as usize;
+        let items: Vec<Vec<ItemTensor>> = (0..b)
+            .map(|row| {
+                inputs
+                    .iter()
+                    .map(|i| {
+                        let shape: Vec<i64> =
+                            i["shape"].as_array().unwrap().iter().skip(1).map(|d| d.as_i64().unwrap()).collect();
+                        let per = shape.iter().product::<i64>() as usize;
+                        let data = i["data"].as_array().unwrap();
+                        if i["dtype"] == "int64" {
+                            ItemTensor::i64(
+                                shape,
+                                data[row * per..(row + 1) * per].iter().map(|x| x.as_i64().unwrap()).collect(),
+                            )
+                        } else {
+                            ItemTensor::f32(
+                                shape,
+                                data[row * per..(row + 1) * per].iter().map(|x| x.as_f64().unwrap() as f32).collect(),
+                            )
+                        }
+                    })
+                    .collect()
+            })
+            .collect();
+        let outs = v.batcher.infer(items, std::time::Duration::from_secs(10)).await.unwrap();
+        let want = &g["outputs"][0];
+        let want_shape: Vec<i64> =
+            want["shape"].as_array().unwrap().iter().skip(1).map(|d| d.as_i64().unwrap()).collect();
+        let want_data: Vec<f64> = want["data"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect();
+        let atol = g["atol"].as_f64().unwrap();
+        let per = want_data.len() / b;
+        for (row, o) in outs.iter().enumerate() {
+            assert_eq!(o.outputs[0].shape, want_shape, "{name}: contract shape");
+            for (j, got) in o.outputs[0].data.iter().enumerate() {
+                let w = want_data[row * per + j];
+                assert!(
+                    (*got as f64 - w).abs() <= atol,
+                    "{name} row {row} element {j}: {got} vs golden {w} (atol {atol})"
+                );
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_classifier_recognises_held_out_digits_posted_as_png_files() {
+    let s = start_in(shipped_models(), None, &[]).await;
+    let dir = format!("{}/tests/data/digits", env!("CARGO_MANIFEST_DIR"));
+    let index: Vec<serde_json::Value> =
+        serde_json::from_str(&std::fs::read_to_string(format!("{dir}/index.json")).unwrap()).unwrap();
+    assert!(index.len() >= 20);
+    let mut right = 0;
+    for entry in &index {
+        let file = entry["file"].as_str().unwrap();
+        let label = entry["label"].as_i64().unwrap().to_string();
+        let png = std::fs::read(format!("{dir}/{file}")).unwrap();
+        let r = s.client.post(s.url("/classify")).header("content-type", "image/png").body(png).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        let b: serde_json::Value = r.json().await.unwrap();
+        if b["results"][0]["label"] == label.as_str() {
+            right += 1;
+        } else {
+            eprintln!("{file}: got {}", b["results"][0]);
+        }
+        if file.contains("paper") {
+            assert_eq!(b["results"][0]["inverted"], true, "{file}: dark ink on white paper is inverted");
+        }
+    }
+    assert_eq!(right, index.len(), "every held-out digit, in both styles, is classified right");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn generated_digits_are_recognised_by_the_classifier() {
+    let s = start_in(shipped_models(), None, &[]).await;
+    let mut right = 0;
+    let mut total = 0;
+    for label in 0..10 {
+        let g: serde_json::Value =
+            s.get(&format!("/generate?n=10&seed={label}&label={label}&format=json")).await.json().await.unwrap();
+        let images: Vec<_> = g["images"].as_array().unwrap().iter().map(|i| json!({"pixels": i["pixels"]})).collect();
+        let c: serde_json::Value = s
+            .post_json("/classify?model=digits-cnn", json!({"images": images, "top_k": 1}))
+            .await
+            .json()
+            .await
+            .unwrap();
+        for r in c["results"].as_array().unwrap() {
+            total += 1;
+            if r["label"] == label.to_string().as_str() {
+                right += 1;
+            }
+        }
+    }
+    let share = right as f64 / total as f64;
+    assert!(share >= 0.85, "the CNN recognises {right}/{total} generated digits as the requested label");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forecast_and_anomaly_answer_in_user_units() {
+    let s = start_in(shipped_models(), None, &[]).await;
+    // Monthly CO2-like history: trend plus a yearly cycle, in ppm.
+    let series: Vec<f64> =
+        (0..60).map(|i| 360.0 + 0.13 * i as f64 + 3.0 * ((i as f64) * std::f64::consts::TAU / 12.0).sin()).collect();
+    let b: serde_json::Value =
+        s.post_json("/forecast", json!({"series": series, "horizon": 24})).await.json().await.unwrap();
+    let f: Vec<f64> = b["forecast"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+    assert_eq!(f.len(), 24);
+    assert!(f.iter().all(|v| (355.0..380.0).contains(v)), "forecast stays in the plausible range: {f:?}");
+    assert_eq!(b["forward_passes"], 2);
+    // The golden anomaly rows (already scaled) are unscaled back to raw features here.
+    let cfg = s.registry.resolve("cancer-ae", None).unwrap().config.anomaly.clone().unwrap();
+    let sc = cfg.scaling.unwrap();
+    let g = golden("cancer-ae");
+    let data: Vec<f64> = g["inputs"][0]["data"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect();
+    let rows: Vec<Vec<f64>> = data
+        .chunks(30)
+        .map(|r| r.iter().enumerate().map(|(i, v)| v * sc.std[i] as f64 + sc.mean[i] as f64).collect())
+        .collect();
+    let b: serde_json::Value = s.post_json("/anomaly", json!({"rows": rows})).await.json().await.unwrap();
+    for r in b["results"].as_array().unwrap() {
+        assert!(r["score"].as_f64().unwrap().is_finite());
+        assert_eq!(r["top_features"].as_array().unwrap().len(), 3);
+        assert!(r["top_features"][0]["feature"].as_str().unwrap().chars().any(|c| c.is_alphabetic()), "named features");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_real_generator_is_bit_identical_per_seed_under_concurrent_batching() {
+    let s = std::sync::Arc::new(start_in(shipped_models(), None, &[]).await);
+    let alone = s.get("/generate?n=3&seed=42&format=json").await.bytes().await.unwrap();
+    for round in 0..3 {
+        let mut noise = Vec::new();
+        for k in 0..12 {
+            let s = s.clone();
+            noise.push(tokio::spawn(async move {
+                s.get(&format!("/generate?n={}&seed={}", 1 + k % 5, 100 + k)).await.status()
+            }));
+        }
+        let again = s.get("/generate?n=3&seed=42&format=json").await.bytes().await.unwrap();
+        for h in noise {
+            assert_eq!(h.await.unwrap(), 200);
+        }
+        assert_eq!(alone, again, "round {round}: same seed, same bytes, whatever was batched alongside");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_generated_row_is_the_same_float_for_float_whatever_its_batch() {
+    // libtorch picks CPU kernels by batch size; fixed_batch_size in the generator's config makes
+    // every forward the same size, so the row below is bit-identical alone or among others.
+    let s = start_in(shipped_models(), None, &[]).await;
+    let z: Vec<f32> = dlserve::kinds::generator::latent(7, 0, 64);
+    let infer = |rows: usize| {
+        let mut data = Vec::new();
+        for r in 0..rows {
+            data.extend(if r == 0 { z.clone() } else { dlserve::kinds::generator::latent(99, r as u64, 64) });
+        }
+        let labels: Vec<i64> = (0..rows as i64).map(|r| r % 10).collect();
+        json!({"inputs": [
+            {"name": "z", "shape": [rows, 64], "datatype": "FP32", "data": data},
+            {"name": "labels", "shape": [rows], "datatype": "INT64", "data": labels}]})
+    };
+    let mut first: Option<Vec<f64>> = None;
+    for rows in [1, 3, 5, 16] {
+        let b: serde_json::Value = s.post_json("/v2/models/digits-cgan/infer", infer(rows)).await.json().await.unwrap();
+        let row0: Vec<f64> =
+            b["outputs"][0]["data"].as_array().unwrap()[..784].iter().map(|v| v.as_f64().unwrap()).collect();
+        match &first {
+            None => first = Some(row0),
+            Some(f) => assert!(f == &row0, "row 0 differs when computed among {rows} rows"),
+        }
+    }
+}
