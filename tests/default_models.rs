@@ -44,7 +44,11 @@ async fn every_default_model_loads_and_matches_its_golden_outputs() {
                     .collect()
             })
             .collect();
-        let outs = v.batcher.infer(items, std::time::Duration::from_secs(10)).await.unwrap();
+        let outs = v
+            .batcher
+            .infer(items, dlserve::batching::Deadline::after(std::time::Duration::from_secs(10)))
+            .await
+            .unwrap();
         let want = &g["outputs"][0];
         let want_shape: Vec<i64> =
             want["shape"].as_array().unwrap().iter().skip(1).map(|d| d.as_i64().unwrap()).collect();

@@ -1,7 +1,7 @@
 //! `POST /anomaly`: feature rows to anomaly scores, verdicts and the features behind them.
 
 use super::error::{parse_json, ApiError};
-use super::{served_headers, AppState, ModelSelector};
+use super::{served_headers, AppState, ModelSelector, RequestDeadline};
 use crate::batching::ItemTensor;
 use crate::kinds::anomaly::{self, Contribution};
 use crate::registry::config::Kind;
@@ -74,12 +74,12 @@ pub struct AnomalyResponse {
 pub async fn anomaly(
     State(app): State<AppState>,
     q: Result<Query<ModelSelector>, axum::extract::rejection::QueryRejection>,
+    RequestDeadline(deadline): RequestDeadline,
     headers: HeaderMap,
     body: bytes::Bytes,
 ) -> Result<impl IntoResponse, ApiError> {
     let Query(q) = q?;
     super::require_json(&headers)?;
-    let deadline = app.deadline(&headers)?;
     let req: AnomalyRequest = parse_json(&body)?;
     app.check_items("rows", req.rows.len())?;
     let v = app.pick_model(Kind::Anomaly, req.model.as_deref().or(q.model.as_deref()), req.version.or(q.version))?;

@@ -133,7 +133,7 @@ enum Source {
     ))]
 pub async fn classify(State(app): State<AppState>, req: Request) -> Result<impl IntoResponse, ApiError> {
     let mut q: ClassifyQuery = Query::try_from_uri(req.uri()).map(|Query(q)| q).map_err(ApiError::from)?;
-    let deadline = app.deadline(req.headers())?;
+    let deadline = app.deadline(req.headers(), req.extensions())?;
     let ctype = req
         .headers()
         .get(header::CONTENT_TYPE)
@@ -220,6 +220,8 @@ pub async fn classify(State(app): State<AppState>, req: Request) -> Result<impl 
     }
     app.check_items("images", sources.len())?;
     let v = app.pick_model(Kind::Classifier, q.model.as_deref(), q.version)?;
+    // Refuse at once, before decoding anything, when the queue has no room for these images.
+    v.batcher.has_room(sources.len()).map_err(|e| ApiError::from(e).for_model(&v))?;
     let classes = v.classes();
     let top_k = match q.top_k {
         None => 5.min(classes),

@@ -1,7 +1,7 @@
 //! `POST /forecast`: a history and a horizon to a forecast, with intervals when the model gives quantiles.
 
 use super::error::{parse_json, ApiError};
-use super::{served_headers, AppState, ModelSelector};
+use super::{served_headers, AppState, ModelSelector, RequestDeadline};
 use crate::batching::{ItemTensor, Timing};
 use crate::kinds::forecaster::{self, Chunk};
 use crate::registry::config::Kind;
@@ -84,12 +84,12 @@ pub struct ForecastResponse {
 pub async fn forecast(
     State(app): State<AppState>,
     q: Result<Query<ModelSelector>, axum::extract::rejection::QueryRejection>,
+    RequestDeadline(deadline): RequestDeadline,
     headers: HeaderMap,
     body: bytes::Bytes,
 ) -> Result<impl IntoResponse, ApiError> {
     let Query(q) = q?;
     super::require_json(&headers)?;
-    let deadline = app.deadline(&headers)?;
     let req: ForecastRequest = parse_json(&body)?;
     let v = app.pick_model(Kind::Forecaster, req.model.as_deref().or(q.model.as_deref()), req.version.or(q.version))?;
     let cfg = v.config.forecaster.clone().expect("forecaster config");
@@ -115,17 +115,10 @@ pub async fn forecast(
     let mut point: Vec<Vec<f32>> = Vec::with_capacity(req.horizon);
     let mut quant: Vec<Vec<Vec<f32>>> = vec![Vec::new(); cfg.quantiles.len()];
     let mut timings: Vec<Timing> = Vec::new();
-    let started = tokio::time::Instant::now();
     while point.len() < req.horizon {
         let t = (window.len() / f) as i64;
         let item = vec![ItemTensor::f32(vec![t, f as i64], window.clone())];
-        let left = deadline.saturating_sub(started.elapsed());
-        if left.is_zero() {
-            return Err(
-                crate::batching::InferError::DeadlineExceeded { deadline_ms: deadline.as_millis() as u64 }.into()
-            );
-        }
-        let out = v.batcher.infer(vec![item], left).await.map_err(|e| ApiError::from(e).for_model(&v))?.remove(0);
+        let out = v.batcher.infer(vec![item], deadline).await.map_err(|e| ApiError::from(e).for_model(&v))?.remove(0);
         timings.push(out.timing);
         let Chunk { point: p, quantiles } = forecaster::split_output(&out.outputs[0].data, &cfg);
         let take = p.len().min(req.horizon - point.len());

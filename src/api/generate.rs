@@ -1,12 +1,12 @@
 //! `GET /generate`: images from a GAN generator, as a PNG grid or as pixel arrays.
 
 use super::error::ApiError;
-use super::{served_headers, AppState};
+use super::{served_headers, AppState, RequestDeadline};
 use crate::batching::ItemTensor;
 use crate::kinds::generator;
 use crate::registry::config::Kind;
 use axum::extract::{Query, State};
-use axum::http::{header, HeaderMap, HeaderValue};
+use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::{Deserialize, Serialize};
@@ -88,10 +88,9 @@ pub struct GenerateResponse {
 pub async fn generate(
     State(app): State<AppState>,
     q: Result<Query<GenerateQuery>, axum::extract::rejection::QueryRejection>,
-    headers: HeaderMap,
+    RequestDeadline(deadline): RequestDeadline,
 ) -> Result<Response, ApiError> {
     let Query(q) = q?;
-    let deadline = app.deadline(&headers)?;
     let v = app.pick_model(Kind::Generator, q.model.as_deref(), q.version)?;
     let cfg = v.config.generator.clone().expect("generator config");
     let max_n = cfg.max_n.min(app.limits.max_items);

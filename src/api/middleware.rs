@@ -100,7 +100,8 @@ pub async fn record(State(app): State<AppState>, req: Request, next: Next) -> Re
 }
 
 /// Applies the whole-request timeout and refuses new work once shutdown has begun.
-pub async fn guard(State(app): State<AppState>, req: Request, next: Next) -> Response {
+pub async fn guard(State(app): State<AppState>, mut req: Request, next: Next) -> Response {
+    req.extensions_mut().insert(super::Arrival(std::time::Instant::now()));
     let path = req.uri().path();
     let health = path.starts_with("/health") || path.starts_with("/v2/health") || path == "/metrics";
     if app.is_draining() && !health {

@@ -12,7 +12,7 @@ pub mod middleware;
 pub mod models;
 pub mod v2;
 
-use crate::batching::Timing;
+use crate::batching::{Deadline, Timing};
 use crate::metrics::Metrics;
 use crate::registry::config::Kind;
 use crate::registry::{LoadedVersion, Registry};
@@ -85,6 +85,20 @@ impl std::ops::Deref for AppState {
     }
 }
 
+/// When the request reached the server (set by the middleware); deadlines count from here.
+#[derive(Debug, Clone, Copy)]
+pub struct Arrival(pub std::time::Instant);
+
+/// Extractor for the request's inference deadline (see [`App::deadline`]).
+pub struct RequestDeadline(pub Deadline);
+
+impl axum::extract::FromRequestParts<AppState> for RequestDeadline {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, state: &AppState) -> Result<Self, ApiError> {
+        state.deadline(&parts.headers, &parts.extensions).map(RequestDeadline)
+    }
+}
+
 /// Header naming the model that served a response.
 pub static MODEL_HEADER: HeaderName = HeaderName::from_static("x-model-name");
 /// Header naming the version that served a response.
@@ -139,12 +153,16 @@ impl App {
         Ok(v)
     }
 
-    /// The inference deadline: the `x-deadline-ms` header, or the default.
-    pub fn deadline(&self, headers: &HeaderMap) -> Result<Duration, ApiError> {
-        let Some(v) = headers.get(&DEADLINE_HEADER) else { return Ok(self.limits.default_deadline) };
+    /// The inference deadline: the `x-deadline-ms` header (or the default), counted from the
+    /// request's arrival as recorded by the middleware.
+    pub fn deadline(&self, headers: &HeaderMap, extensions: &axum::http::Extensions) -> Result<Deadline, ApiError> {
+        let start = extensions.get::<Arrival>().map_or_else(std::time::Instant::now, |a| a.0);
+        let Some(v) = headers.get(&DEADLINE_HEADER) else {
+            return Ok(Deadline::from(start, self.limits.default_deadline));
+        };
         let max = self.limits.max_deadline.as_millis() as u64;
         let ms = v.to_str().ok().and_then(|s| s.trim().parse::<u64>().ok()).filter(|ms| (1..=max).contains(ms));
-        ms.map(Duration::from_millis).ok_or_else(|| {
+        ms.map(|ms| Deadline::from(start, Duration::from_millis(ms))).ok_or_else(|| {
             ApiError::invalid("x-deadline-ms", format!("must be an integer number of milliseconds from 1 to {max}"))
         })
     }

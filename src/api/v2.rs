@@ -272,10 +272,11 @@ pub async fn model_version_ready(
 pub async fn infer(
     State(app): State<AppState>,
     Path(model): Path<String>,
+    deadline: Result<super::RequestDeadline, ApiError>,
     headers: HeaderMap,
     body: bytes::Bytes,
 ) -> Result<Response, V2Error> {
-    run_infer(app, model, None, headers, body).await
+    run_infer(app, model, None, deadline?.0, headers, body).await
 }
 
 /// Inference on one version.
@@ -285,11 +286,12 @@ pub async fn infer(
 pub async fn infer_version(
     State(app): State<AppState>,
     Path((model, version)): Path<(String, String)>,
+    deadline: Result<super::RequestDeadline, ApiError>,
     headers: HeaderMap,
     body: bytes::Bytes,
 ) -> Result<Response, V2Error> {
     let v = parse_version(&version)?;
-    run_infer(app, model, Some(v), headers, body).await
+    run_infer(app, model, Some(v), deadline?.0, headers, body).await
 }
 
 /// The element types the protocol defines that dlserve accepts, with their byte sizes.
@@ -392,10 +394,10 @@ async fn run_infer(
     app: AppState,
     model: String,
     version: Option<u64>,
+    deadline: crate::batching::Deadline,
     headers: HeaderMap,
     body: bytes::Bytes,
 ) -> Result<Response, V2Error> {
-    let deadline = app.deadline(&headers)?;
     let v = app.registry.resolve(&model, version)?;
     let tag = |e: ApiError| V2Error(e.for_model(&v));
     let (json_part, mut binary) = match headers.get(&HEADER_LENGTH) {

@@ -7,9 +7,38 @@
 pub mod queue;
 pub mod worker;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 pub use worker::{Batcher, BatcherSpec};
+
+/// When a request stops waiting: its budget counts from its arrival, not from when it reaches
+/// the queue, so time spent reading, parsing and decoding is part of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Deadline {
+    /// The instant the caller gives up.
+    pub at: Instant,
+    /// The whole budget, for error messages.
+    pub budget: Duration,
+}
+
+impl Deadline {
+    /// A deadline `budget` after `start`.
+    pub fn from(start: Instant, budget: Duration) -> Deadline {
+        Deadline { at: start + budget, budget }
+    }
+    /// A deadline `budget` from now.
+    pub fn after(budget: Duration) -> Deadline {
+        Deadline::from(Instant::now(), budget)
+    }
+    /// Time left, zero once passed.
+    pub fn remaining(&self) -> Duration {
+        self.at.saturating_duration_since(Instant::now())
+    }
+    /// The error for a missed deadline.
+    pub fn exceeded(&self) -> InferError {
+        InferError::DeadlineExceeded { deadline_ms: self.budget.as_millis() as u64 }
+    }
+}
 
 /// Element type of an input tensor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

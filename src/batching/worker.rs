@@ -6,7 +6,7 @@
 //! the outputs back once, and answer every caller through its own oneshot channel.
 
 use super::queue::{BatchKey, Next, Pending, QueueState};
-use super::{Elem, InferError, ItemOutput, ItemTensor, OutputTensor, TensorData, Timing};
+use super::{Deadline, Elem, InferError, ItemOutput, ItemTensor, OutputTensor, TensorData, Timing};
 use crate::metrics::Metrics;
 use crate::registry::config::BatchingConfig;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -139,11 +139,26 @@ impl Batcher {
         self.shared.lock().len()
     }
 
+    /// Whether `n` more items would be admitted now: a cheap check before costly preprocessing,
+    /// so a request that will be refused is refused before it decodes anything.
+    pub fn has_room(&self, n: usize) -> Result<(), InferError> {
+        let s = &self.shared;
+        if s.lock().free() < n {
+            s.count("rejected", n);
+            return Err(InferError::QueueFull {
+                model: s.spec.model.clone(),
+                capacity: s.spec.batching.queue_capacity,
+                retry_after_s: 1,
+            });
+        }
+        Ok(())
+    }
+
     /// Admits all items of one request or none, at once; never waits for room.
     pub fn submit(
         &self,
         items: Vec<Vec<ItemTensor>>,
-        deadline: Duration,
+        deadline: Deadline,
     ) -> Result<Vec<oneshot::Receiver<Result<ItemOutput, InferError>>>, InferError> {
         let s = &self.shared;
         let capacity = s.spec.batching.queue_capacity;
@@ -166,9 +181,12 @@ impl Batcher {
         if s.closing.load(Ordering::SeqCst) || s.live.load(Ordering::SeqCst) == 0 {
             return Err(InferError::Unavailable);
         }
+        if deadline.remaining().is_zero() {
+            return Err(deadline.exceeded());
+        }
         let now = Instant::now();
-        let deadline_at = now + deadline;
-        let deadline_ms = deadline.as_millis() as u64;
+        let deadline_at = deadline.at;
+        let deadline_ms = deadline.budget.as_millis() as u64;
         let mut rxs = Vec::with_capacity(items.len());
         let entries: Vec<Entry> = items
             .into_iter()
@@ -199,13 +217,11 @@ impl Batcher {
     }
 
     /// Submits the items and waits for all their results, up to `deadline`.
-    pub async fn infer(&self, items: Vec<Vec<ItemTensor>>, deadline: Duration) -> Result<Vec<ItemOutput>, InferError> {
+    pub async fn infer(&self, items: Vec<Vec<ItemTensor>>, deadline: Deadline) -> Result<Vec<ItemOutput>, InferError> {
         let rxs = self.submit(items, deadline)?;
-        let deadline_ms = deadline.as_millis() as u64;
         let all = futures::future::join_all(rxs);
         // Dropping the receivers on timeout marks the items abandoned, so queued ones are never computed.
-        let results =
-            tokio::time::timeout(deadline, all).await.map_err(|_| InferError::DeadlineExceeded { deadline_ms })?;
+        let results = tokio::time::timeout_at(deadline.at.into(), all).await.map_err(|_| deadline.exceeded())?;
         results.into_iter().map(|r| r.unwrap_or(Err(InferError::WorkerFailed))).collect()
     }
 }
@@ -239,6 +255,7 @@ fn worker_main(shared: Arc<Shared>, module: CModule) {
             break;
         }
     }
+    drop(module);
     let live = shared.live.fetch_sub(1, Ordering::SeqCst) - 1;
     if !shared.closing.load(Ordering::SeqCst) {
         shared.metrics.workers.with_label_values(&shared.labels()).set(live as i64);
@@ -249,6 +266,20 @@ fn worker_main(shared: Arc<Shared>, module: CModule) {
         for e in left {
             let _ = e.tx.send(Err(InferError::Unavailable));
         }
+        if shared.closing.load(Ordering::SeqCst) {
+            release_memory();
+        }
+    }
+}
+
+/// Hands freed heap pages back to the OS once a closed version's last replica is gone. glibc
+/// keeps the arenas of exited worker threads; without a trim each reload left RSS a little higher
+/// (seen in the soak: +8.5% over 9 reloads, almost all of it on reloads, none from traffic).
+fn release_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only releases free memory held by the allocator; it touches no live allocation.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }
 
