@@ -28,6 +28,7 @@ test: lint
 	$(CARGO) build --release --bin dlserve
 	scripts/api-fuzz 20
 	scripts/validate-manifests
+	scripts/deny
 
 openapi: setup
 	$(CARGO) run --quiet --bin openapi > openapi/openapi.json
