@@ -236,7 +236,7 @@ def main() -> dict:
     C.write_golden(NAME, [gz.contiguous(), torch.tensor([0, 1, 2, 3], dtype=torch.int64)])
     C.write_labels(NAME, [str(d) for d in range(10)])
     C.write_config(NAME, "generator", "Class-conditional GAN generator of 28x28 handwritten digits (ACGAN-style)",
-                   C.batching(16, fixed_batch_size=True),
+                   C.batching(8, fixed_batch_size=True),
                    {"latent_dim": Z, "num_classes": NC, "output_shape": [1, 28, 28], "labels_file": "labels.txt",
                     "max_n": 64})
     total = time.time() - t_start

@@ -1,0 +1,5 @@
+from bench_handler import Anomaly
+
+
+class Handler(Anomaly):
+    pass

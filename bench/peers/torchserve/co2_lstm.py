@@ -1,0 +1,5 @@
+from bench_handler import Forecaster
+
+
+class Handler(Forecaster):
+    pass

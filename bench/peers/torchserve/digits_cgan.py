@@ -1,0 +1,5 @@
+from bench_handler import Generator
+
+
+class Handler(Generator):
+    pass
