@@ -22,7 +22,7 @@ pub struct AnomalyRequest {
     /// Version (overrides the query string).
     pub version: Option<u64>,
     /// Rows to score: arrays of D numbers in the model's feature order, or objects mapping every feature name to its value.
-    #[schema(value_type = Vec<Object>)]
+    #[schema(value_type = Vec<serde_json::Value>)]
     pub rows: Vec<serde_json::Value>,
     /// Threshold overriding the model's calibrated one for this request (>= 0).
     pub threshold: Option<f32>,

@@ -36,7 +36,7 @@ pub struct ImageInput {
     /// A base64-encoded image file.
     pub base64: Option<String>,
     /// Raw pixel values in [0, 255]: nested arrays `[H][W]` or `[H][W][C]`, or a flat array with `shape`.
-    #[schema(value_type = Option<Object>)]
+    #[schema(value_type = Option<Vec<serde_json::Value>>)]
     pub pixels: Option<serde_json::Value>,
     /// Shape of flat `pixels`: `[H, W]` or `[H, W, C]` with C = 1 or 3.
     pub shape: Option<Vec<usize>>,

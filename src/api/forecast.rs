@@ -23,7 +23,7 @@ pub struct ForecastRequest {
     pub version: Option<u64>,
     /// The history, oldest first: numbers for a univariate model, or rows of F numbers.
     /// Its length must be at least the model's `min_context`; a longer one is cut to the most recent `max_context` steps.
-    #[schema(value_type = Vec<Object>)]
+    #[schema(value_type = Vec<serde_json::Value>)]
     pub series: serde_json::Value,
     /// Steps to forecast, from 1 to the model's `max_horizon`.
     pub horizon: usize,
@@ -39,7 +39,7 @@ pub struct QuantileForecast {
     /// The quantile level, e.g. 0.1.
     pub level: f32,
     /// The forecast at that level, shaped like `forecast`.
-    #[schema(value_type = Vec<Object>)]
+    #[schema(value_type = Vec<serde_json::Value>)]
     pub values: serde_json::Value,
 }
 
@@ -51,7 +51,7 @@ pub struct ForecastResponse {
     /// Its version.
     pub version: u64,
     /// The point forecast, `horizon` steps (numbers, or rows for a multivariate model).
-    #[schema(value_type = Vec<Object>)]
+    #[schema(value_type = Vec<serde_json::Value>)]
     pub forecast: serde_json::Value,
     /// Quantile forecasts, when the model gives them.
     #[serde(skip_serializing_if = "Vec::is_empty")]

@@ -53,7 +53,7 @@ pub struct GeneratedImage {
     /// The class name, when the model has a labels file.
     pub label_name: Option<String>,
     /// 8-bit pixels, `[H][W]` for one channel or `[H][W][3]`.
-    #[schema(value_type = Vec<Object>)]
+    #[schema(value_type = Vec<serde_json::Value>)]
     pub pixels: serde_json::Value,
 }
 

@@ -83,7 +83,7 @@ pub struct RequestInput {
     #[schema(value_type = Option<Object>)]
     pub parameters: Option<serde_json::Map<String, serde_json::Value>>,
     /// The values, row-major, flat or nested.
-    #[schema(value_type = Option<Vec<Object>>)]
+    #[schema(value_type = Option<Vec<serde_json::Value>>)]
     pub data: Option<serde_json::Value>,
 }
 
