@@ -80,7 +80,7 @@ async fn the_classifier_recognises_held_out_digits_posted_as_png_files() {
         let file = entry["file"].as_str().unwrap();
         let label = entry["label"].as_i64().unwrap().to_string();
         let png = std::fs::read(format!("{dir}/{file}")).unwrap();
-        let r = s.client.post(s.url("/classify")).header("content-type", "image/png").body(png).send().await.unwrap();
+        let r = s.post_png("/classify", png).await;
         assert_eq!(r.status(), 200);
         let b: serde_json::Value = r.json().await.unwrap();
         if b["results"][0]["label"] == label.as_str() {

@@ -12,14 +12,7 @@ fn bright_row(row: u32) -> Vec<u8> {
 async fn classify_accepts_every_input_format() {
     let s = start(&["tiny-classifier"], &[]).await;
     // Raw image body.
-    let r = s
-        .client
-        .post(s.url("/classify?top_k=2"))
-        .header("content-type", "image/png")
-        .body(bright_row(1))
-        .send()
-        .await
-        .unwrap();
+    let r = s.post_png("/classify?top_k=2", bright_row(1)).await;
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["x-model-name"], "tiny-classifier");
     assert_eq!(r.headers()["x-model-version"], "1");
@@ -55,17 +48,7 @@ async fn classify_accepts_every_input_format() {
     assert_eq!(b["results"][0]["top_k"].as_array().unwrap().len(), 3);
     // A larger image is resized.
     let big = png(40, 40, |_, y| if (20..30).contains(&y) { 255 } else { 0 });
-    let b: serde_json::Value = s
-        .client
-        .post(s.url("/classify"))
-        .header("content-type", "image/png")
-        .body(big)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let b: serde_json::Value = s.post_png("/classify", big).await.json().await.unwrap();
     assert_eq!(b["results"][0]["label"], "bottom");
 }
 
@@ -88,16 +71,7 @@ async fn classify_refuses_bad_input_clearly() {
     assert_eq!(st, 413);
     let (st, ty, _, _) = error_of(post("image/tiff", vec![1, 2, 3]).await.unwrap()).await;
     assert_eq!((st, ty.as_str()), (415, "unsupported_media_type"));
-    let (st, _, _, field) = error_of(
-        s.client
-            .post(s.url("/classify?top_k=4"))
-            .header("content-type", "image/png")
-            .body(png(4, 4, |_, _| 0))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (st, _, _, field) = error_of(s.post_png("/classify?top_k=4", png(4, 4, |_, _| 0)).await).await;
     assert_eq!((st, field.as_deref()), (422, Some("top_k")));
     let (st, _, _, field) = error_of(s.post_json("/classify", json!({"images": []})).await).await;
     assert_eq!((st, field.as_deref()), (422, Some("images")));

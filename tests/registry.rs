@@ -34,16 +34,7 @@ async fn bad_models_fail_alone_with_reasons() {
     let (st, ty, _, _) = error_of(s.get("/models/nope").await).await;
     assert_eq!((st, ty.as_str()), (404, "not_found"));
     // A request to a failed model is a clear 503 naming the reason.
-    let (st, ty, msg, _) = error_of(
-        s.client
-            .post(s.url("/classify?model=bad-contract"))
-            .header("content-type", "image/png")
-            .body(png(4, 4, |_, _| 0))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (st, ty, msg, _) = error_of(s.post_png("/classify?model=bad-contract", png(4, 4, |_, _| 0)).await).await;
     assert_eq!((st, ty.as_str()), (503, "model_not_ready"));
     assert!(msg.contains("contract"), "{msg}");
 }
@@ -187,14 +178,7 @@ async fn load_unload_loop_does_not_grow_memory() {
                 assert_eq!(r.status(), 200);
                 let r = s.client.post(s.url("/models/tiny-classifier/load")).bearer_auth(TOKEN).send().await.unwrap();
                 assert_eq!(r.status(), 200);
-                let r = s
-                    .client
-                    .post(s.url("/classify"))
-                    .header("content-type", "image/png")
-                    .body(png(4, 4, |_, y| (y * 60) as u8))
-                    .send()
-                    .await
-                    .unwrap();
+                let r = s.post_png("/classify", png(4, 4, |_, y| (y * 60) as u8)).await;
                 assert_eq!(r.status(), 200);
             }
         }

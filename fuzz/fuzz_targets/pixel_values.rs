@@ -28,7 +28,8 @@ fuzz_target!(|data: &[u8]| {
         rest.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().unwrap())).collect()
     };
     for cfg in [common::gray_classifier(), common::rgb_classifier()] {
-        if let Ok(px) = dlserve::kinds::classifier::from_values(&values, &shape, &cfg, "images[0]", common::MAX_PIXELS) {
+        if let Ok(px) = dlserve::kinds::classifier::from_values(&values, &shape, &cfg, "images[0]", common::MAX_PIXELS)
+        {
             let (row, _) = dlserve::kinds::classifier::to_row(px, &cfg);
             let [c, h, w] = cfg.input_shape;
             assert_eq!(row.len() as i64, c * h * w);

@@ -10,8 +10,9 @@
 //!   fake reconstruction.
 //! * 3 `/v2/.../infer` `InferRequest`: inputs named like the shipped models' feed the same checks.
 //!
-//! The handlers' small private helpers (series and pixel flattening) are mirrored here, so a panic
-//! in them is not covered; everything in `dlserve::kinds` and the JSON parser is. Bar: no panic.
+//! The handlers' series and pixel flattening (`api::forecast::series_rows`,
+//! `api::classify::flatten_pixels`) are called directly, as is everything in `dlserve::kinds` and
+//! the JSON parser. Bar: no panic.
 #![no_main]
 
 #[path = "common.rs"]
@@ -45,7 +46,9 @@ fn classify(body: &[u8]) {
             }
         }
         if let Some(px) = &img.pixels {
-            let Some((values, shape)) = flatten_pixels(px, img.shape.clone()) else { continue };
+            let Ok((values, shape)) = dlserve::api::classify::flatten_pixels(px, img.shape.clone(), &field) else {
+                continue;
+            };
             for cfg in [common::gray_classifier(), common::rgb_classifier()] {
                 if let Ok(p) = classifier::from_values(&values, &shape, &cfg, &field, common::MAX_PIXELS) {
                     let (row, _) = classifier::to_row(p, &cfg);
@@ -56,44 +59,13 @@ fn classify(body: &[u8]) {
     }
 }
 
-/// Mirror of the handler's pixel flattening: nested `[H][W]`/`[H][W][C]` or flat with `shape`.
-fn flatten_pixels(v: &Value, shape: Option<Vec<usize>>) -> Option<(Vec<f64>, Vec<usize>)> {
-    fn walk(v: &Value, depth: usize, dims: &mut Vec<usize>, out: &mut Vec<f64>) -> Option<()> {
-        match v {
-            Value::Number(n) => {
-                (depth == dims.len()).then_some(())?;
-                out.push(n.as_f64().unwrap_or(f64::NAN));
-                Some(())
-            }
-            Value::Array(a) => {
-                (depth <= 3).then_some(())?;
-                if dims.len() == depth {
-                    out.is_empty().then_some(())?;
-                    dims.push(a.len());
-                } else if dims[depth] != a.len() {
-                    return None;
-                }
-                a.iter().try_for_each(|x| walk(x, depth + 1, dims, out))
-            }
-            _ => None,
-        }
-    }
-    let (mut out, mut dims) = (Vec::new(), Vec::new());
-    walk(v, 0, &mut dims, &mut out)?;
-    match (shape, dims.len()) {
-        (Some(s), 1) => Some((out, s)),
-        (None, 2 | 3) => Some((out, dims)),
-        _ => None,
-    }
-}
-
 fn forecast(body: &[u8]) {
     let Ok(req) = parse_json::<dlserve::api::forecast::ForecastRequest>(body) else { return };
     for cfg in [common::forecaster(), common::forecaster_multi()] {
         if forecaster::check_horizon(req.horizon, &cfg).is_err() {
             continue;
         }
-        let Some(rows) = series_rows(&req.series, cfg.features as usize) else { continue };
+        let Ok((rows, _)) = dlserve::api::forecast::series_rows(&req.series, cfg.features as usize) else { continue };
         if let (Some(start), Some(freq)) = (&req.start, &req.frequency) {
             if let Ok(step) = forecaster::parse_frequency(freq) {
                 if let Ok(ts) = forecaster::timestamps(start, step, rows.len(), req.horizon) {
@@ -120,24 +92,6 @@ fn forecast(body: &[u8]) {
             }
         }
     }
-}
-
-/// Mirror of the handler's `series_rows`.
-fn series_rows(v: &Value, f: usize) -> Option<Vec<Vec<f64>>> {
-    let Value::Array(items) = v else { return None };
-    if items.first().is_some_and(|x| x.is_array()) {
-        return items
-            .iter()
-            .map(|r| match r {
-                Value::Array(vals) => vals.iter().map(|x| x.as_f64()).collect(),
-                _ => None,
-            })
-            .collect();
-    }
-    if f != 1 && !items.is_empty() {
-        return None;
-    }
-    items.iter().map(|x| x.as_f64().map(|v| vec![v])).collect()
 }
 
 fn score_rows(rows: &[Value], top: Option<usize>) {

@@ -296,7 +296,8 @@ fn preprocess_all(
 }
 
 /// Flattens nested pixel arrays (`[H][W]` or `[H][W][C]`) or checks a flat array against `shape`.
-fn flatten_pixels(
+/// Public so the request fuzz target exercises this very code.
+pub fn flatten_pixels(
     v: &serde_json::Value,
     shape: Option<Vec<usize>>,
     field: &str,

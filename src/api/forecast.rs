@@ -155,7 +155,8 @@ pub async fn forecast(
 }
 
 /// Reads `series` as rows of `f` values; a flat list of numbers is accepted for univariate models.
-fn series_rows(v: &serde_json::Value, f: usize) -> Result<(Vec<Vec<f64>>, bool), ApiError> {
+/// Public so the request fuzz target exercises this very code.
+pub fn series_rows(v: &serde_json::Value, f: usize) -> Result<(Vec<Vec<f64>>, bool), ApiError> {
     let serde_json::Value::Array(items) = v else {
         return Err(ApiError::invalid("series", "must be an array of numbers (or of rows of numbers)"));
     };
