@@ -199,3 +199,33 @@ async fn load_unload_loop_does_not_grow_memory() {
     let workers = s.metric("dlserve_workers{model=\"tiny-classifier\",version=\"1\"}").await;
     assert_eq!(workers, 1.0, "old workers exited");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn setup_method_runs_on_every_replica_and_its_failures_are_named() {
+    // tiny-setup reconstructs x * gain; its gain is 0 until its setup method runs (then 0.5), so
+    // the score of [1, 2, 3] is mean((x/2)^2) = 7/6 after setup and mean(x^2) = 14/3 without it.
+    let s = start(&["tiny-setup"], &[]).await;
+    let scores = futures::future::join_all((0..40).map(|_| async {
+        let r = s.post_json("/anomaly", serde_json::json!({"rows": [[1, 2, 3]]})).await;
+        assert_eq!(r.status(), 200);
+        r.json::<serde_json::Value>().await.unwrap()["results"][0]["score"].as_f64().unwrap()
+    }))
+    .await;
+    for sc in scores {
+        assert!((sc - 7.0 / 6.0).abs() < 1e-5, "a replica ran without its setup: score {sc}");
+    }
+    // A method that is missing or raises fails the load, naming the setting; `forward` is refused
+    // by the config check.
+    for (method, expect) in [("prepare", "\"prepare\""), ("explode", "setup cannot run here"), ("forward", "")] {
+        let tmp = tempfile::tempdir().unwrap();
+        copy_dir(&fixtures().join("tiny-setup"), &tmp.path().join("tiny-setup"));
+        let cfg = tmp.path().join("tiny-setup/config.toml");
+        let text = std::fs::read_to_string(&cfg).unwrap().replace("\"setup\"", &format!("\"{method}\""));
+        std::fs::write(&cfg, text).unwrap();
+        let s = start_in(tmp.path().to_path_buf(), Some(tmp), &[]).await;
+        let m: serde_json::Value = s.get("/models/tiny-setup").await.json().await.unwrap();
+        assert_eq!(m["state"], "failed", "{m}");
+        let why = m["last_error"].as_str().unwrap();
+        assert!(why.contains("setup_method") && why.contains(expect), "{method}: {why}");
+    }
+}

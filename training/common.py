@@ -124,10 +124,13 @@ def _toml_value(v) -> str:
 
 
 def write_config(name: str, kind: str, description: str, batching: dict, section: dict,
-                 subtables: dict | None = None) -> Path:
-    """Writes models/<name>/config.toml in the server's strict schema and checks it parses back."""
+                 subtables: dict | None = None, top: dict | None = None) -> Path:
+    """Writes models/<name>/config.toml in the server's strict schema and checks it parses back.
+    `top` holds further top-level keys (setup_method)."""
     lines = [f"kind = {_toml_value(kind)}", f"description = {_toml_value(description)}",
-             'version_policy = "latest"', "", "[batching]"]
+             'version_policy = "latest"']
+    lines += [f"{k} = {_toml_value(v)}" for k, v in (top or {}).items()]
+    lines += ["", "[batching]"]
     lines += [f"{k} = {_toml_value(v)}" for k, v in batching.items()]
     lines += ["", f"[{kind}]"]
     lines += [f"{k} = {_toml_value(v)}" for k, v in section.items()]
@@ -136,7 +139,7 @@ def write_config(name: str, kind: str, description: str, batching: dict, section
         lines += [f"{k} = {_toml_value(v)}" for k, v in table.items()]
     text = "\n".join(lines) + "\n"
     parsed = tomllib.loads(text)
-    assert set(parsed) <= {"kind", "description", "version_policy", "batching", kind}, parsed.keys()
+    assert set(parsed) <= {"kind", "description", "version_policy", "setup_method", "batching", kind}, parsed.keys()
     assert set(parsed["batching"]) <= {"max_batch_size", "max_queue_delay_ms", "queue_capacity", "instances",
                                        "fixed_batch_size"}
     path = MODELS / name / "config.toml"

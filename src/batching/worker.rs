@@ -57,6 +57,8 @@ pub struct BatcherSpec {
     pub batching: BatchingConfig,
     /// The TorchScript file's bytes, kept to load a fresh replica when a worker is replaced.
     pub module_bytes: Arc<Vec<u8>>,
+    /// The config's `setup_method`, run on every replica (replacements included).
+    pub setup_method: Option<String>,
 }
 
 struct Shared {
@@ -100,10 +102,29 @@ impl Drop for Batcher {
     }
 }
 
-/// Loads one replica of a module on `device`, in eval mode.
-pub fn load_replica(bytes: &[u8], device: Device) -> Result<CModule, tch::TchError> {
-    let mut m = CModule::load_data_on_device(&mut std::io::Cursor::new(bytes), device)?;
-    m.f_set_eval()?;
+/// Loads one replica of a module on `device`, in eval mode, and runs its setup method if the
+/// model's config names one (call it under a no-grad guard). The error is one line for the caller.
+pub fn load_replica(bytes: &[u8], device: Device, setup_method: Option<&str>) -> Result<CModule, String> {
+    // libtorch's messages run over many lines; a TorchScript exception starts with a generic line
+    // and ends with the one that says what was raised ("builtins.RuntimeError: ...").
+    let first_line = |e: tch::TchError| {
+        let s = e.to_string();
+        let s = s.strip_prefix("Internal torch error: ").unwrap_or(&s);
+        let lines = || s.lines().map(str::trim).filter(|l| !l.is_empty());
+        let raised = lines().rev().find(|l| {
+            l.split_once(": ").is_some_and(|(ty, _)| {
+                (ty.ends_with("Error") || ty.ends_with("Exception"))
+                    && ty.chars().all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '_')
+            })
+        });
+        raised.or_else(|| lines().next()).unwrap_or("").chars().take(300).collect::<String>()
+    };
+    let m = CModule::load_data_on_device(&mut std::io::Cursor::new(bytes), device)
+        .and_then(|mut m| m.f_set_eval().map(|_| m))
+        .map_err(|e| format!("not a loadable TorchScript module: {}", first_line(e)))?;
+    if let Some(name) = setup_method {
+        m.method_is::<IValue>(name, &[]).map_err(|e| format!("setup_method {name:?} failed: {}", first_line(e)))?;
+    }
     Ok(m)
 }
 
@@ -248,7 +269,7 @@ fn worker_main(shared: Arc<Shared>, module: CModule) {
             // The callers of this batch see their senders dropped and get WorkerFailed.
             shared.metrics.worker_restarts.with_label_values(&shared.labels()).inc();
             tracing::error!(model = %shared.spec.model, version = shared.spec.version, "worker panicked; replacing it");
-            match load_replica(&shared.spec.module_bytes, shared.spec.device) {
+            match load_replica(&shared.spec.module_bytes, shared.spec.device, shared.spec.setup_method.as_deref()) {
                 Ok(fresh) => spawn_worker(shared.clone(), fresh),
                 Err(e) => tracing::error!(model = %shared.spec.model, error = %e, "cannot load a replacement replica"),
             }
@@ -392,11 +413,15 @@ pub fn forward_items(module: &CModule, device: Device, batch: &[&[ItemTensor]]) 
         let host = host.f_view(dims.as_slice()).map_err(te)?;
         let t = match device {
             Device::Cpu => host,
-            // Pinned host memory lets the copy to the GPU run as DMA without a staging copy.
-            d => {
-                let pinned = host.f_pin_memory(d).unwrap_or(host);
-                pinned.f_to_device_(d, pinned.kind(), true, false).map_err(te)?
-            }
+            // The batch goes to pinned host memory (CUDA's caching host allocator), so the copy to
+            // the device is one DMA that need not block this thread. `_pin_memory(device)` is the
+            // form libtorch 2.11 does not warn about: `pin_memory(device)`, the public one in the
+            // bindings, logs two deprecation warnings per call. If pinning fails, the batch goes
+            // from pageable memory instead (a blocking copy; same result).
+            d => match host.f_internal_pin_memory(d) {
+                Ok(pinned) => pinned.f_to_device_(d, pinned.kind(), true, false).map_err(te)?,
+                Err(_) => host.f_to_device_(d, host.kind(), false, false).map_err(te)?,
+            },
         };
         inputs.push(IValue::Tensor(t));
     }

@@ -39,7 +39,7 @@ fn main() -> anyhow::Result<()> {
     let v = versions.last().ok_or_else(|| anyhow::anyhow!("no version directory"))?;
     let bytes = std::fs::read(dir.join(&model).join(v.to_string()).join("model.pt"))?;
     let _guard = tch::no_grad_guard();
-    let module = load_replica(&bytes, device)?;
+    let module = load_replica(&bytes, device, cfg.setup_method.as_deref()).map_err(|e| anyhow::anyhow!(e))?;
     let item = dlserve::kinds::warmup_item(&cfg);
     let mut b = 1;
     while b <= max_batch {

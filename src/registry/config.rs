@@ -244,6 +244,11 @@ pub struct ModelConfig {
     /// Which version directories are served.
     #[serde(default)]
     pub version_policy: VersionPolicy,
+    /// A TorchScript method taking no arguments that is called once on every replica right after
+    /// it is loaded on its device, before warm-up: for work that must happen on the device, such
+    /// as packing an RNN's weights into the single buffer cuDNN wants (see models/co2-lstm).
+    /// A missing method, or one that raises, fails the load.
+    pub setup_method: Option<String>,
     /// Dynamic batching settings.
     #[serde(default)]
     pub batching: BatchingConfig,
@@ -316,6 +321,16 @@ impl ModelConfig {
         }
         if let Some(d) = &self.device {
             crate::registry::device::DeviceSpec::parse(d).map_err(|m| err("device", m))?;
+        }
+        if let Some(m) = &self.setup_method {
+            let ident = m.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+                && m.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+            if !ident || m.len() > 64 || m == "forward" {
+                return Err(err(
+                    "setup_method",
+                    "must name a TorchScript method other than forward (letters, digits and _, at most 64)".into(),
+                ));
+            }
         }
         if let VersionPolicy::Specific(v) = &self.version_policy {
             if v.is_empty() {
@@ -536,5 +551,15 @@ std = [0.3081]
         assert_eq!(ModelConfig::parse(&t, "x").unwrap().version_policy, VersionPolicy::Specific(vec![1, 3]));
         let t = format!("version_policy = \"all\"\n{CLASSIFIER}");
         assert_eq!(ModelConfig::parse(&t, "x").unwrap().version_policy, VersionPolicy::Named(NamedPolicy::All));
+    }
+
+    #[test]
+    fn setup_method_must_be_a_plain_method_name() {
+        let t = format!("setup_method = \"prepare_2\"\n{CLASSIFIER}");
+        assert_eq!(ModelConfig::parse(&t, "x").unwrap().setup_method.as_deref(), Some("prepare_2"));
+        for bad in ["forward", "", "2go", "a.b", "x y"] {
+            let t = format!("setup_method = \"{bad}\"\n{CLASSIFIER}");
+            assert_eq!(ModelConfig::parse(&t, "x").unwrap_err().field, "setup_method", "{bad:?}");
+        }
     }
 }

@@ -390,10 +390,7 @@ impl Registry {
         let _no_grad = tch::no_grad_guard();
         let mut replicas = Vec::with_capacity(cfg.batching.instances);
         for _ in 0..cfg.batching.instances {
-            replicas.push(
-                load_replica(&bytes, device)
-                    .map_err(|e| format!("not a loadable TorchScript module: {}", first_line(&e.to_string())))?,
-            );
+            replicas.push(load_replica(&bytes, device, cfg.setup_method.as_deref())?);
         }
         // Warm-up doubles as the contract check: batch 1 and max_batch_size on the first replica,
         // max_batch_size on every other one (so each worker's first real batch is warm too).
@@ -423,6 +420,7 @@ impl Registry {
             device,
             batching: cfg.batching.clone(),
             module_bytes: bytes,
+            setup_method: cfg.setup_method.clone(),
         };
         let batcher = Batcher::start(spec, replicas, self.metrics.clone());
         Ok(LoadedVersion {
