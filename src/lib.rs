@@ -100,10 +100,27 @@ pub fn app(state: AppState) -> Router {
                 .layer(CatchPanicLayer::custom(api::middleware::panic_response))
                 .layer(axum::middleware::from_fn_with_state(state.clone(), api::middleware::guard))
                 .option_layer(cors)
-                .layer(CompressionLayer::new())
+                .layer(compression())
                 .layer(axum::extract::DefaultBodyLimit::max(body_limit)),
         )
         .with_state(state)
+}
+
+/// Responses smaller than this are sent uncompressed: for a few hundred bytes of JSON, gzip
+/// saves little on the wire and was about 15% of the server's CPU at 5k req/s on `/anomaly`
+/// (profile in BENCHMARKS.md).
+pub const COMPRESS_MIN_BYTES: u16 = 1024;
+
+/// gzip for responses of at least [`COMPRESS_MIN_BYTES`] when the client accepts it, at the
+/// fastest level (the server is usually CPU-bound, the network rarely), never for images.
+fn compression() -> CompressionLayer<impl tower_http::compression::Predicate> {
+    use tower_http::compression::predicate::{NotForContentType, Predicate, SizeAbove};
+    use tower_http::CompressionLevel;
+    let when = SizeAbove::new(COMPRESS_MIN_BYTES)
+        .and(NotForContentType::GRPC)
+        .and(NotForContentType::IMAGES)
+        .and(NotForContentType::SSE);
+    CompressionLayer::new().quality(CompressionLevel::Fastest).compress_when(when)
 }
 
 /// Serves `app` on `listener` until `shutdown` resolves, then drains: readiness turns 503, new

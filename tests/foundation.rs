@@ -116,3 +116,50 @@ async fn cors_is_off_by_default_and_configurable() {
     let r = s.client.get(s.url("/health/live")).header("origin", "https://example.org").send().await.unwrap();
     assert_eq!(r.headers()["access-control-allow-origin"], "https://example.org");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn responses_are_gzipped_only_when_large_and_not_images() {
+    use std::io::Read;
+    let s = start(&["tiny-anomaly", "tiny-generator"], &[]).await;
+    let get_gz = |path: &str| s.client.get(s.url(path)).header("accept-encoding", "gzip").send();
+    // Small JSON: sent as is.
+    let r = s
+        .client
+        .post(s.url("/anomaly"))
+        .header("accept-encoding", "gzip")
+        .json(&serde_json::json!({"rows": [[1, 2, 3]]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.headers().get("content-encoding").is_none(), "{:?}", r.headers());
+    let small = r.bytes().await.unwrap();
+    assert!(small.len() < dlserve::COMPRESS_MIN_BYTES as usize, "{}", small.len());
+    serde_json::from_slice::<serde_json::Value>(&small).unwrap();
+    // A large JSON document (the OpenAPI spec): gzip, and it decompresses to the same document.
+    let r = get_gz("/openapi.json").await.unwrap();
+    assert_eq!(r.headers()["content-encoding"], "gzip");
+    let gz = r.bytes().await.unwrap();
+    let mut plain = Vec::new();
+    flate2::read::GzDecoder::new(&gz[..]).read_to_end(&mut plain).unwrap();
+    assert!(gz.len() < plain.len(), "{} >= {}", gz.len(), plain.len());
+    let doc: serde_json::Value = serde_json::from_slice(&plain).unwrap();
+    assert!(doc["paths"]["/anomaly"].is_object());
+    // Without Accept-Encoding nothing is compressed.
+    let r = s.get("/openapi.json").await;
+    assert!(r.headers().get("content-encoding").is_none());
+    // Images never are, whatever their size (a grid of 16 digits from the shipped generator).
+    let shipped = start_in(shipped_models(), None, &[]).await;
+    let r = shipped
+        .client
+        .get(shipped.url("/generate?model=digits-cgan&n=16&seed=1&format=png"))
+        .header("accept-encoding", "gzip")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-type"], "image/png");
+    assert!(r.headers().get("content-encoding").is_none());
+    let png = r.bytes().await.unwrap();
+    assert!(png.len() >= dlserve::COMPRESS_MIN_BYTES as usize, "{}", png.len());
+}

@@ -307,7 +307,19 @@ fn release_memory() {
 /// Blocks until a batch is ready; `None` when the version is closing and nothing waits.
 fn next_batch(shared: &Shared) -> Option<Vec<Entry>> {
     let mut st = shared.lock();
+    let mut yielded = false;
     loop {
+        // Items are waiting but fewer than a full batch: give the CPU away once before cutting.
+        // A worker woken by the first submit preempts the runtime thread that made it when both
+        // share a core, and would otherwise take that one item while the runtime still holds
+        // more parsed requests; after one yield it takes them together. Where the worker has a
+        // core to itself, the yield returns at once (one syscall per batch).
+        if !yielded && !st.is_empty() && st.len() < shared.spec.batching.max_batch_size {
+            yielded = true;
+            drop(st);
+            std::thread::yield_now();
+            st = shared.lock();
+        }
         let now = Instant::now();
         let (next, removed) = st.next(now);
         shared.count("abandoned", removed.abandoned);
