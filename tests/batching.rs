@@ -165,3 +165,29 @@ async fn a_panicked_worker_is_replaced() {
     assert_eq!(s.metric("dlserve_workers{model=\"faulty\",version=\"1\"}").await, 1.0);
     assert_eq!(s.get("/health/ready").await.status(), 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_result_finished_after_the_deadline_is_a_504_not_a_late_200() {
+    // The batch is computed in time; the fault-injection hook then holds the handler past the
+    // deadline (a CPU too starved to post-process in time).
+    let s = start(&["tiny-anomaly"], &[]).await;
+    let send = |post_delay_ms: u64| {
+        s.client
+            .post(s.url("/anomaly"))
+            .header("x-deadline-ms", "200")
+            .header(dlserve::api::anomaly::POST_DELAY_HEADER, post_delay_ms.to_string())
+            .json(&serde_json::json!({"rows": [[1, 2, 3]]}))
+            .send()
+    };
+    assert_eq!(send(0).await.unwrap().status(), 200);
+    let late = r#"dlserve_requests_total{endpoint="/anomaly",model="tiny-anomaly",outcome="deadline_exceeded"}"#;
+    let before = s.metric(late).await;
+    let t = std::time::Instant::now();
+    let r = send(400).await.unwrap();
+    assert!(t.elapsed() >= std::time::Duration::from_millis(400));
+    assert_eq!(r.headers()["x-model-name"], "tiny-anomaly");
+    let (st, ty, msg, _) = error_of(r).await;
+    assert_eq!((st, ty.as_str()), (504, "deadline_exceeded"));
+    assert!(msg.contains("after the deadline of 200 ms"), "{msg}");
+    assert_eq!(s.metric(late).await, before + 1.0);
+}

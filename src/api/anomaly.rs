@@ -57,6 +57,11 @@ pub struct AnomalyResponse {
     pub results: Vec<RowScore>,
 }
 
+/// Test hook: sleeps this many milliseconds after inference, before post-processing (a CPU too
+/// starved to finish in time).
+#[cfg(feature = "fault-injection")]
+pub const POST_DELAY_HEADER: &str = "x-test-post-delay-ms";
+
 /// Scores rows with an autoencoder anomaly scorer.
 ///
 /// Each row is scaled as the model's config says and reconstructed by the autoencoder; the score
@@ -118,6 +123,10 @@ pub async fn anomaly(
     }
     let items = scaled.iter().map(|x| vec![ItemTensor::f32(vec![d as i64], x.clone())]).collect();
     let outs = v.batcher.infer(items, deadline).await.map_err(|e| ApiError::from(e).for_model(&v))?;
+    #[cfg(feature = "fault-injection")]
+    if let Some(ms) = headers.get(POST_DELAY_HEADER).and_then(|h| h.to_str().ok()?.parse().ok()) {
+        tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+    }
     let results = outs
         .iter()
         .zip(scaled.iter().zip(&raws))

@@ -81,9 +81,34 @@ pub async fn error_shape(req: Request, next: Next) -> Response {
 pub async fn record(State(app): State<AppState>, req: Request, next: Next) -> Response {
     let route = req.extensions().get::<MatchedPath>().map(|m| m.as_str().to_string()).unwrap_or_default();
     tracing::Span::current().record("route", route.as_str());
-    let res = next.run(req).await;
     let inference =
         ["/classify", "/forecast", "/anomaly", "/generate"].contains(&route.as_str()) || route.ends_with("/infer");
+    // A bad deadline header is the handler's to refuse; here only a valid one matters.
+    let deadline = if inference { app.deadline(req.headers(), req.extensions()).ok() } else { None };
+    let mut res = next.run(req).await;
+    if let Some(dl) = deadline {
+        // The batcher answers 504 when a result is not ready by the deadline, but decoding,
+        // post-processing and encoding on a starved CPU can still finish after it: such a
+        // result is not delivered late as a success.
+        let now = std::time::Instant::now();
+        if res.status().is_success() && now > dl.at {
+            let err = ApiError::new(
+                ErrorType::DeadlineExceeded,
+                format!(
+                    "the response was ready {} ms after the deadline of {} ms and was discarded",
+                    (now - dl.at).as_millis(),
+                    dl.budget.as_millis()
+                ),
+            );
+            let served = [&MODEL_HEADER, &super::VERSION_HEADER].map(|h| res.headers().get(h).cloned());
+            res = if route.starts_with("/v2") { err.into_v2_response() } else { err.into_response() };
+            for (h, v) in [&MODEL_HEADER, &super::VERSION_HEADER].into_iter().zip(served) {
+                if let Some(v) = v {
+                    res.headers_mut().insert(h.clone(), v);
+                }
+            }
+        }
+    }
     if inference {
         let model = res.headers().get(&MODEL_HEADER).and_then(|v| v.to_str().ok()).unwrap_or("-").to_string();
         let outcome = match res.status().as_u16() {
