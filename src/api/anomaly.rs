@@ -85,6 +85,7 @@ pub async fn anomaly(
 ) -> Result<impl IntoResponse, ApiError> {
     let Query(q) = q?;
     super::require_json(&headers)?;
+    app.refuse_early_if_full(Kind::Anomaly)?;
     let req: AnomalyRequest = parse_json(&body)?;
     app.check_items("rows", req.rows.len())?;
     let v = app.pick_model(Kind::Anomaly, req.model.as_deref().or(q.model.as_deref()), req.version.or(q.version))?;

@@ -90,6 +90,7 @@ pub async fn forecast(
 ) -> Result<impl IntoResponse, ApiError> {
     let Query(q) = q?;
     super::require_json(&headers)?;
+    app.refuse_early_if_full(Kind::Forecaster)?;
     let req: ForecastRequest = parse_json(&body)?;
     let v = app.pick_model(Kind::Forecaster, req.model.as_deref().or(q.model.as_deref()), req.version.or(q.version))?;
     let cfg = v.config.forecaster.clone().expect("forecaster config");

@@ -172,6 +172,18 @@ impl App {
         self.draining.load(Ordering::SeqCst)
     }
 
+    /// Refuses a request at once, before its body is parsed, when the queue it must go to is
+    /// already full: under overload a request bound for 429 should not first pay for parsing a
+    /// large JSON body. Applies when one model of `kind` with one version is serving (any other
+    /// layout is checked after parsing, when the target is known); while that queue is full, a
+    /// request with a bad body gets the 429 too.
+    pub fn refuse_early_if_full(&self, kind: Kind) -> Result<(), ApiError> {
+        match self.registry.sole_version_of_kind(kind) {
+            Some(v) => v.batcher.has_room(1).map_err(|e| ApiError::from(e).for_model(&v)),
+            None => Ok(()),
+        }
+    }
+
     /// Checks an item count against the per-request limit.
     pub fn check_items(&self, field: &str, n: usize) -> Result<(), ApiError> {
         if n == 0 {

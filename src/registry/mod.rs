@@ -473,6 +473,26 @@ impl Registry {
     }
 
     /// The names of models that serve `kind` now.
+    /// The serving version when exactly one model of `kind` serves exactly one version: then
+    /// every valid request to that kind's endpoint goes to its queue, known before the body is
+    /// parsed.
+    pub fn sole_version_of_kind(&self, kind: Kind) -> Option<Arc<LoadedVersion>> {
+        let slots = self.slots.read().unwrap_or_else(|p| p.into_inner());
+        let mut found = None;
+        for s in slots.values() {
+            let serving = s.serving.load();
+            let Some(v) = serving.values().next_back() else { continue };
+            if v.kind() != kind {
+                continue;
+            }
+            if found.is_some() || serving.len() != 1 {
+                return None;
+            }
+            found = Some(v.clone());
+        }
+        found
+    }
+
     pub fn serving_of_kind(&self, kind: Kind) -> Vec<String> {
         let slots = self.slots.read().unwrap_or_else(|p| p.into_inner());
         slots
