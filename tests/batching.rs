@@ -66,26 +66,12 @@ async fn a_full_queue_is_refused_at_once_with_retry_after() {
     assert_eq!(ty, "overloaded");
     assert!(took < Duration::from_millis(300), "refused at once, not after a wait: {took:?}");
     // Admission comes before parsing: while the queue is full even a malformed body gets the 429.
-    let r = s
-        .client
-        .post(s.url("/anomaly"))
-        .header("content-type", "application/json")
-        .body("{\"rows\": [[0, 0], [0,")
-        .send()
-        .await
-        .unwrap();
+    let r = s.post_raw_json("/anomaly", "{\"rows\": [[0, 0], [0,").await;
     assert_eq!(r.status(), 429);
     assert_eq!(busy.await.unwrap(), 200);
     assert_eq!(fill.await.unwrap(), 200, "admitted work completes");
     // Once there is room again, the same malformed body gets its 400.
-    let r = s
-        .client
-        .post(s.url("/anomaly"))
-        .header("content-type", "application/json")
-        .body("{\"rows\": [[0, 0], [0,")
-        .send()
-        .await
-        .unwrap();
+    let r = s.post_raw_json("/anomaly", "{\"rows\": [[0, 0], [0,").await;
     assert_eq!(r.status(), 400);
     assert!(
         s.metric("dlserve_requests_total{endpoint=\"/anomaly\",model=\"faulty\",outcome=\"rejected\"}").await >= 1.0

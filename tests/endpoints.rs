@@ -152,26 +152,12 @@ async fn forecast_refuses_bad_input_clearly() {
         let (st, _, msg, f) = error_of(s.post_json("/forecast", body.clone()).await).await;
         assert_eq!((st, f.as_deref()), (422, Some(field)), "{body}: {msg}");
     }
-    let r = s
-        .client
-        .post(s.url("/forecast"))
-        .header("content-type", "application/json")
-        .body(r#"{"series": [1, NaN, 3], "horizon": 1}"#)
-        .send()
-        .await
-        .unwrap();
+    let r = s.post_raw_json("/forecast", r#"{"series": [1, NaN, 3], "horizon": 1}"#).await;
     let (st, _, msg, _) = error_of(r).await;
     assert_eq!(st, 422, "{msg}");
     let (st, _, msg, f) = error_of(s.post_json("/forecast", json!({"series": [1, 2, 3], "horizon": 5.5})).await).await;
     assert_eq!((st, f.as_deref()), (422, Some("horizon")), "{msg}");
-    let r = s
-        .client
-        .post(s.url("/forecast"))
-        .header("content-type", "application/json")
-        .body(r#"{"series": [1, 2, 1e400], "horizon": 1}"#)
-        .send()
-        .await
-        .unwrap();
+    let r = s.post_raw_json("/forecast", r#"{"series": [1, 2, 1e400], "horizon": 1}"#).await;
     let (st, _, msg, _) = error_of(r).await;
     assert_eq!(st, 422, "{msg}");
 }

@@ -9,14 +9,7 @@ async fn every_error_has_the_one_shape() {
     assert_eq!((st, ty.as_str()), (404, "not_found"));
     let (st, ty, _, _) = error_of(s.client.delete(s.url("/anomaly")).send().await.unwrap()).await;
     assert_eq!((st, ty.as_str()), (405, "method_not_allowed"));
-    let malformed = s
-        .client
-        .post(s.url("/anomaly"))
-        .header("content-type", "application/json")
-        .body("{\"rows\": [")
-        .send()
-        .await
-        .unwrap();
+    let malformed = s.post_raw_json("/anomaly", "{\"rows\": [").await;
     let (st, ty, _, _) = error_of(malformed).await;
     assert_eq!((st, ty.as_str()), (400, "bad_request"));
     let wrong_type =

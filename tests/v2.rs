@@ -113,14 +113,7 @@ async fn json_infer_with_conversions_ids_and_output_selection() {
         {"name": "labels", "shape": [1], "datatype": "INT64", "data": [3]}]});
     let (st, msg) = v2_error(s.post_json("/v2/models/tiny-generator/infer", body).await).await;
     assert_eq!(st, 422, "{msg}");
-    let r = s
-        .client
-        .post(s.url("/v2/models/tiny-anomaly/infer"))
-        .header("content-type", "application/json")
-        .body("{")
-        .send()
-        .await
-        .unwrap();
+    let r = s.post_raw_json("/v2/models/tiny-anomaly/infer", "{").await;
     assert_eq!(v2_error(r).await.0, 400);
 }
 

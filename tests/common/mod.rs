@@ -105,6 +105,11 @@ impl Server {
         self.client.post(self.url(path)).json(&body).send().await.unwrap()
     }
 
+    /// Posts a body as is with `content-type: application/json` (for malformed or non-standard JSON).
+    pub async fn post_raw_json(&self, path: &str, body: &'static str) -> reqwest::Response {
+        self.client.post(self.url(path)).header("content-type", "application/json").body(body).send().await.unwrap()
+    }
+
     /// Posts a PNG file as a raw image body (how `/classify` is called in most tests).
     pub async fn post_png(&self, path: &str, png: Vec<u8>) -> reqwest::Response {
         self.client.post(self.url(path)).header("content-type", "image/png").body(png).send().await.unwrap()
