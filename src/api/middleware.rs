@@ -100,13 +100,13 @@ pub async fn record(State(app): State<AppState>, req: Request, next: Next) -> Re
                     dl.budget.as_millis()
                 ),
             );
-            let served = [&MODEL_HEADER, &super::VERSION_HEADER].map(|h| res.headers().get(h).cloned());
-            res = if route.starts_with("/v2") { err.into_v2_response() } else { err.into_response() };
-            for (h, v) in [&MODEL_HEADER, &super::VERSION_HEADER].into_iter().zip(served) {
-                if let Some(v) = v {
-                    res.headers_mut().insert(h.clone(), v);
+            let mut late = if route.starts_with("/v2") { err.into_v2_response() } else { err.into_response() };
+            for h in [&MODEL_HEADER, &super::VERSION_HEADER] {
+                if let Some(v) = res.headers().get(h) {
+                    late.headers_mut().insert(h.clone(), v.clone());
                 }
             }
+            res = late;
         }
     }
     if inference {

@@ -107,25 +107,30 @@ impl Drop for Batcher {
 pub fn load_replica(bytes: &[u8], device: Device, setup_method: Option<&str>) -> Result<CModule, String> {
     // libtorch's messages run over many lines; a TorchScript exception starts with a generic line
     // and ends with the one that says what was raised ("builtins.RuntimeError: ...").
-    let first_line = |e: tch::TchError| {
+    let summary = |e: tch::TchError| {
         let s = e.to_string();
         let s = s.strip_prefix("Internal torch error: ").unwrap_or(&s);
-        let lines = || s.lines().map(str::trim).filter(|l| !l.is_empty());
-        let raised = lines().rev().find(|l| {
+        let raised = s.lines().map(str::trim).rev().find(|l| {
             l.split_once(": ").is_some_and(|(ty, _)| {
                 (ty.ends_with("Error") || ty.ends_with("Exception"))
                     && ty.chars().all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '_')
             })
         });
-        raised.or_else(|| lines().next()).unwrap_or("").chars().take(300).collect::<String>()
+        first_line(raised.unwrap_or(s))
     };
     let m = CModule::load_data_on_device(&mut std::io::Cursor::new(bytes), device)
         .and_then(|mut m| m.f_set_eval().map(|_| m))
-        .map_err(|e| format!("not a loadable TorchScript module: {}", first_line(e)))?;
+        .map_err(|e| format!("not a loadable TorchScript module: {}", summary(e)))?;
     if let Some(name) = setup_method {
-        m.method_is::<IValue>(name, &[]).map_err(|e| format!("setup_method {name:?} failed: {}", first_line(e)))?;
+        m.method_is::<IValue>(name, &[]).map_err(|e| format!("setup_method {name:?} failed: {}", summary(e)))?;
     }
     Ok(m)
+}
+
+/// The first non-empty line of a (libtorch) message, at most 300 characters: enough to say what
+/// failed without a C++ backtrace.
+pub(crate) fn first_line(s: &str) -> String {
+    s.lines().find(|l| !l.trim().is_empty()).unwrap_or("").chars().take(300).collect()
 }
 
 impl Batcher {

@@ -14,7 +14,7 @@
 pub mod config;
 pub mod device;
 
-use crate::batching::worker::{forward_items, load_replica};
+use crate::batching::worker::{first_line, forward_items, load_replica};
 use crate::batching::{Batcher, BatcherSpec, InferError};
 use crate::kinds;
 use crate::metrics::Metrics;
@@ -635,10 +635,6 @@ fn read_labels(dir: &Path, cfg: &ModelConfig) -> Result<Vec<String>, String> {
         }
     }
     Ok(labels)
-}
-
-fn first_line(s: &str) -> String {
-    s.lines().find(|l| !l.trim().is_empty()).unwrap_or("").chars().take(300).collect()
 }
 
 #[cfg(test)]
