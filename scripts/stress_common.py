@@ -175,9 +175,11 @@ def write_bodies(dirpath):
     }
     # Heavier requests for the overload test: many items per request, so the server's capacity in
     # requests per second is low enough that a load generator sharing the machine can offer 10x.
-    rows = [[round(v * (1 + 0.01 * ((i * 7 + j) % 5 - 2)), 6) for j, v in enumerate(ANOMALY_ROW)] for i in range(32)]
-    bodies["anomaly_batch"] = ("POST", "/anomaly", json.dumps(
-        {"model": "cancer-ae", "rows": rows, "top_features": 3}).encode(), "application/json")
+    # anomaly_max: the per-request item limit (256 rows, about 60 KB), for exploratory runs.
+    for name, n in (("anomaly_batch", 32), ("anomaly_max", 256)):
+        rows = [[round(v * (1 + 0.01 * ((i * 7 + j) % 5 - 2)), 6) for j, v in enumerate(ANOMALY_ROW)] for i in range(n)]
+        bodies[name] = ("POST", "/anomaly", json.dumps(
+            {"model": "cancer-ae", "rows": rows, "top_features": 3}).encode(), "application/json")
     digits = os.path.join(ROOT, "tests/data/digits")
     pngs = [open(os.path.join(digits, f), "rb").read() for f in sorted(os.listdir(digits)) if f.endswith(".png")][:8]
     bodies["classify_batch"] = ("POST", "/classify", json.dumps(

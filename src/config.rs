@@ -23,6 +23,11 @@ pub struct Args {
     #[arg(long, env = "DLSERVE_ADDR", default_value = "127.0.0.1:8080")]
     pub addr: SocketAddr,
 
+    /// Connections the kernel may queue before the server accepts them (the kernel caps it at
+    /// net.core.somaxconn). Too small a queue resets connections when many open at once.
+    #[arg(long, env = "DLSERVE_LISTEN_BACKLOG", default_value_t = 4096)]
+    pub listen_backlog: u32,
+
     /// Model repository: one directory per model with config.toml and <version>/model.pt.
     #[arg(long, env = "DLSERVE_MODELS_DIR", default_value = "models")]
     pub models_dir: PathBuf,

@@ -123,6 +123,19 @@ fn compression() -> CompressionLayer<impl tower_http::compression::Predicate> {
     CompressionLayer::new().quality(CompressionLevel::Fastest).compress_when(when)
 }
 
+/// Binds a listening socket on `addr` with room for `backlog` connections not yet accepted.
+///
+/// `TcpListener::bind` queues only 128. When hundreds of clients connect at once and the
+/// runtime is busy, the rest overflow the queue, and some are reset after SYN cookies fail
+/// (seen as client "connection error"s in STRESS.md). The kernel caps `backlog` at
+/// net.core.somaxconn.
+pub fn bind(addr: std::net::SocketAddr, backlog: u32) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(backlog)
+}
+
 /// Serves `app` on `listener` until `shutdown` resolves, then drains: readiness turns 503, new
 /// requests are refused, and in-flight ones finish, bounded by `drain_timeout`. Returns whether
 /// the drain finished in time.

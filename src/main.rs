@@ -43,7 +43,7 @@ fn main() -> anyhow::Result<()> {
     let state = dlserve::state_from_args(&args, registry.clone(), metrics).map_err(anyhow::Error::msg)?;
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(async move {
-        let listener = tokio::net::TcpListener::bind(args.addr).await?;
+        let listener = dlserve::bind(args.addr, args.listen_backlog)?;
         tracing::info!(addr = %listener.local_addr()?, startup_ms = started.elapsed().as_millis() as u64, "listening");
         if args.poll_models_secs > 0 {
             let reg = registry.clone();

@@ -1,6 +1,7 @@
 //! Service skeleton over real HTTP: error shape, request ids, health, OpenAPI, limits.
 mod common;
 use common::*;
+use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_error_has_the_one_shape() {
@@ -155,4 +156,37 @@ async fn responses_are_gzipped_only_when_large_and_not_images() {
     assert!(r.headers().get("content-encoding").is_none());
     let png = r.bytes().await.unwrap();
     assert!(png.len() >= dlserve::COMPRESS_MIN_BYTES as usize, "{}", png.len());
+}
+
+/// A burst of connections larger than the 128 that `TcpListener::bind` would queue all connect
+/// at once, while the server has not accepted any yet (a busy runtime). With the smaller queue
+/// the rest wait for a SYN retransmit (1 s) or are reset.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listener_queues_a_burst_of_connections() {
+    use clap::Parser;
+    const BURST: usize = 400;
+    let somaxconn: usize = std::fs::read_to_string("/proc/sys/net/core/somaxconn").unwrap().trim().parse().unwrap();
+    assert!(somaxconn > BURST, "net.core.somaxconn = {somaxconn} caps the backlog below this test's burst");
+    let args = dlserve::config::Args::parse_from(["dlserve"]);
+    assert!(args.listen_backlog as usize > BURST);
+    let listener = dlserve::bind("127.0.0.1:0".parse().unwrap(), args.listen_backlog).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let connects = (0..BURST).map(|_| {
+        tokio::spawn(async move {
+            tokio::time::timeout(Duration::from_millis(700), tokio::net::TcpStream::connect(addr)).await
+        })
+    });
+    let mut streams = Vec::new();
+    for c in connects.collect::<Vec<_>>() {
+        match c.await.unwrap() {
+            Ok(Ok(s)) => streams.push(s),
+            Ok(Err(e)) => panic!("connect {} failed: {e}", streams.len()),
+            Err(_) => panic!("connect {} of {BURST} waited more than 700 ms in the listen queue", streams.len()),
+        }
+    }
+    // Every one of them is really queued: the listener hands them all out.
+    for _ in 0..BURST {
+        tokio::time::timeout(Duration::from_secs(5), listener.accept()).await.unwrap().unwrap();
+    }
+    drop(streams);
 }

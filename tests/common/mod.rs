@@ -73,7 +73,7 @@ pub async fn start_in(dir: PathBuf, tmp: Option<tempfile::TempDir>, flags: &[&st
     let reg = registry.clone();
     tokio::task::spawn_blocking(move || reg.load_all()).await.unwrap();
     let state = dlserve::state_from_args(&args, registry.clone(), metrics).unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let listener = dlserve::bind("127.0.0.1:0".parse().unwrap(), args.listen_backlog).unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let (stop, rx) = tokio::sync::oneshot::channel::<()>();
     let st = state.clone();
