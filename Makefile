@@ -5,7 +5,7 @@ export PATH := $(CURDIR)/.venv/bin:$(PATH)
 CARGO ?= cargo
 ADDR ?= 127.0.0.1:8080
 
-.PHONY: setup build run test openapi models fixtures bench stress docker-smoke lint
+.PHONY: setup build run test openapi models fixtures bench bench-threads stress docker-smoke lint
 
 setup:
 	@scripts/setup
@@ -46,6 +46,11 @@ fixtures: setup
 bench: build
 	@scripts/bench-setup
 	.cache/bench-venv/bin/python scripts/bench $(BENCH_ARGS)
+
+# Intra-op threads per model: 1 vs one per core vs the server's rule, all four models served
+# (about 10 min; writes bench/threads.json, prints markdown tables; BENCHMARKS.md "Threads per model").
+bench-threads: build
+	scripts/bench-threads
 
 # Container image: builds docker/Dockerfile (both variants) with podman, runs it and checks every
 # endpoint (docker/smoke-test). Long, needs root; not part of `make test`. Installs podman, runc

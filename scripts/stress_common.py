@@ -58,13 +58,16 @@ def digit_png():
 class Server:
     """target/release/dlserve on a private copy of models/, with an admin token."""
 
-    def __init__(self, extra_args=(), log_name="server.log"):
+    def __init__(self, extra_args=(), log_name="server.log", prepare=None):
+        """prepare(models_dir), when given, may edit the private copy of models/ before start."""
         self.bin = os.environ.get("DLSERVE_BIN", os.path.join(ROOT, "target/release/dlserve"))
         if not os.access(self.bin, os.X_OK):
             sys.exit(f"stress: {self.bin} is not built (make build)")
         self.work = tempfile.mkdtemp(prefix="dlserve-stress-")
         self.models = os.path.join(self.work, "models")
         shutil.copytree(os.path.join(ROOT, "models"), self.models)
+        if prepare:
+            prepare(self.models)
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.log_path = os.path.join(self.work, log_name)

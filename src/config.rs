@@ -37,7 +37,8 @@ pub struct Args {
     #[arg(long, env = "DLSERVE_DEVICE", default_value = "auto")]
     pub device: String,
 
-    /// libtorch intra-op threads per forward; 0 = cores / largest `instances` of any model (at least 1).
+    /// libtorch intra-op threads per forward, for models whose config sets none; 0 = cores / the
+    /// sum of `instances` over all model configs (at least 1).
     #[arg(long, env = "DLSERVE_INTRA_OP_THREADS", default_value_t = 0)]
     pub intra_op_threads: usize,
 
@@ -115,13 +116,15 @@ impl Args {
             .collect()
     }
 
-    /// The intra-op thread rule: explicit value, or cores / largest `instances` (at least 1), so
-    /// that one model at full load never runs more compute threads than there are cores.
-    pub fn intra_op_threads_for(&self, max_instances: usize) -> usize {
+    /// The intra-op thread rule: explicit value, or cores / the worker threads of all models (at
+    /// least 1), so that the workers together never run more compute threads than there are
+    /// cores. Oversubscribing was measured to be costly even when only one model is busy, once
+    /// the others have run (BENCHMARKS.md, "Threads per model").
+    pub fn intra_op_threads_for(&self, total_instances: usize) -> usize {
         if self.intra_op_threads > 0 {
             return self.intra_op_threads;
         }
         let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-        (cores / max_instances.max(1)).max(1)
+        (cores / total_instances.max(1)).max(1)
     }
 }

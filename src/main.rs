@@ -17,9 +17,8 @@ fn main() -> anyhow::Result<()> {
     if !args.models_dir.is_dir() {
         anyhow::bail!("--models-dir {}: not a directory", args.models_dir.display());
     }
-    let max_instances = max_instances(&args);
-    let intra = args.intra_op_threads_for(max_instances);
-    tch::set_num_threads(intra as i32);
+    let intra = args.intra_op_threads_for(total_instances(&args));
+    dlserve::batching::set_default_intra_op_threads(intra);
     tch::set_num_interop_threads(args.inter_op_threads.max(1) as i32);
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
@@ -65,15 +64,16 @@ fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The largest `instances` of any model config on disk, for the thread rule.
-fn max_instances(args: &Args) -> usize {
+/// The worker threads of every model config on disk (the sum of their `instances`), for the
+/// thread rule.
+fn total_instances(args: &Args) -> usize {
     let Ok(rd) = std::fs::read_dir(&args.models_dir) else { return 1 };
     rd.filter_map(|e| e.ok())
         .filter_map(|e| std::fs::read_to_string(e.path().join("config.toml")).ok())
         .filter_map(|t| dlserve::registry::config::ModelConfig::parse(&t, "-").ok())
         .map(|c| c.batching.instances)
-        .max()
-        .unwrap_or(1)
+        .sum::<usize>()
+        .max(1)
 }
 
 async fn shutdown_signal() {

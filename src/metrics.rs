@@ -25,6 +25,8 @@ pub struct Metrics {
     pub workers: IntGaugeVec,
     /// Worker threads replaced after a panic.
     pub worker_restarts: IntCounterVec,
+    /// libtorch intra-op threads of a version's workers, as libtorch reports them.
+    pub intra_op_threads: IntGaugeVec,
 }
 
 const LATENCY_BUCKETS: &[f64] =
@@ -73,6 +75,11 @@ impl Metrics {
         let worker_restarts =
             IntCounterVec::new(Opts::new("dlserve_worker_restarts_total", "Worker threads replaced after a panic"), mv)
                 .unwrap();
+        let intra_op_threads = IntGaugeVec::new(
+            Opts::new("dlserve_intra_op_threads", "libtorch intra-op threads of each worker, read back from libtorch"),
+            mv,
+        )
+        .unwrap();
         for c in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(queue_wait.clone()),
@@ -83,6 +90,7 @@ impl Metrics {
             Box::new(load_seconds.clone()),
             Box::new(workers.clone()),
             Box::new(worker_restarts.clone()),
+            Box::new(intra_op_threads.clone()),
         ] {
             registry.register(c).unwrap();
         }
@@ -97,6 +105,7 @@ impl Metrics {
             load_seconds,
             workers,
             worker_restarts,
+            intra_op_threads,
         }
     }
 
@@ -112,6 +121,7 @@ impl Metrics {
         let l = &[model, version];
         let _ = self.queue_depth.remove_label_values(l);
         let _ = self.workers.remove_label_values(l);
+        let _ = self.intra_op_threads.remove_label_values(l);
     }
 }
 

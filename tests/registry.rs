@@ -229,3 +229,47 @@ async fn setup_method_runs_on_every_replica_and_its_failures_are_named() {
         assert!(why.contains("setup_method") && why.contains(expect), "{method}: {why}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn intra_op_threads_are_set_per_model() {
+    // The server default is 1 (tests); tiny-anomaly asks for 3, tiny-classifier keeps the default
+    // with two workers. Each worker reads its count back from libtorch after setting it.
+    let tmp = tempfile::tempdir().unwrap();
+    for m in ["tiny-anomaly", "tiny-classifier"] {
+        copy_dir(&fixtures().join(m), &tmp.path().join(m));
+    }
+    let set = |model: &str, from: &str, to: &str| {
+        let cfg = tmp.path().join(model).join("config.toml");
+        let text = std::fs::read_to_string(&cfg).unwrap();
+        assert!(text.contains(from), "{model}: {from}");
+        std::fs::write(&cfg, text.replacen(from, to, 1)).unwrap();
+    };
+    set("tiny-anomaly", "instances = 1", "instances = 1\nintra_op_threads = 3");
+    set("tiny-classifier", "instances = 1", "instances = 2");
+    let root = tmp.path().to_path_buf();
+    let s = start_in(root, Some(tmp), &[]).await;
+    let gauge = |m: &str| format!("dlserve_intra_op_threads{{model=\"{m}\",version=\"1\"}}");
+    let mut seen = (0.0, 0.0);
+    for _ in 0..50 {
+        seen = (s.metric(&gauge("tiny-anomaly")).await, s.metric(&gauge("tiny-classifier")).await);
+        if seen == (3.0, 1.0) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(seen, (3.0, 1.0), "intra-op threads read back from the workers (anomaly, classifier)");
+    let r = s.post_json("/anomaly", serde_json::json!({"rows": [[1, 2, 3]]})).await;
+    assert_eq!(r.status(), 200);
+
+    // Out of range: the load fails and names the field.
+    let tmp = tempfile::tempdir().unwrap();
+    copy_dir(&fixtures().join("tiny-anomaly"), &tmp.path().join("tiny-anomaly"));
+    let cfg = tmp.path().join("tiny-anomaly/config.toml");
+    let text =
+        std::fs::read_to_string(&cfg).unwrap().replacen("instances = 1", "instances = 1\nintra_op_threads = 0", 1);
+    std::fs::write(&cfg, text).unwrap();
+    let s = start_in(tmp.path().to_path_buf(), Some(tmp), &[]).await;
+    let m: serde_json::Value = s.get("/models/tiny-anomaly").await.json().await.unwrap();
+    assert_eq!(m["state"], "failed", "{m}");
+    assert!(m["last_error"].as_str().unwrap().contains("batching.intra_op_threads"), "{m}");
+}

@@ -9,7 +9,7 @@ pub mod worker;
 
 use std::time::{Duration, Instant};
 
-pub use worker::{Batcher, BatcherSpec};
+pub use worker::{set_default_intra_op_threads, Batcher, BatcherSpec};
 
 /// When a request stops waiting: its budget counts from its arrival, not from when it reaches
 /// the queue, so time spent reading, parsing and decoding is part of it.

@@ -265,8 +265,34 @@ fn spawn_worker(shared: Arc<Shared>, module: CModule) {
     }
 }
 
+/// The process-wide intra-op thread count, for workers whose config sets none (0 = not set).
+static DEFAULT_INTRA_OP_THREADS: AtomicUsize = AtomicUsize::new(0);
+
+/// Sets libtorch's intra-op threads for this thread and as the default of every worker whose
+/// config has no `batching.intra_op_threads`.
+pub fn set_default_intra_op_threads(n: usize) {
+    DEFAULT_INTRA_OP_THREADS.store(n, Ordering::SeqCst);
+    tch::set_num_threads(n.max(1) as i32);
+}
+
+/// Gives the calling worker thread its own intra-op thread count and returns what libtorch reads
+/// back. The count is per thread (the OpenMP ICV), but libtorch initialises a thread's count
+/// lazily from the last value any thread set, on the thread's first query: so query first, then
+/// set, and do it on every worker (also those using the default), since another model's worker
+/// may have set a different value meanwhile.
+fn apply_intra_op_threads(wanted: Option<usize>) -> i32 {
+    let _ = tch::get_num_threads();
+    let n = wanted.unwrap_or_else(|| DEFAULT_INTRA_OP_THREADS.load(Ordering::SeqCst));
+    if n > 0 {
+        tch::set_num_threads(n as i32);
+    }
+    tch::get_num_threads()
+}
+
 fn worker_main(shared: Arc<Shared>, module: CModule) {
     let _no_grad = tch::no_grad_guard();
+    let threads = apply_intra_op_threads(shared.spec.batching.intra_op_threads);
+    shared.metrics.intra_op_threads.with_label_values(&shared.labels()).set(threads as i64);
     loop {
         let Some(batch) = next_batch(&shared) else { break };
         let outcome = catch_unwind(AssertUnwindSafe(|| run_batch(&shared, &module, batch)));

@@ -28,8 +28,8 @@ fn main() -> anyhow::Result<()> {
     let intra: usize = arg(&args, "--intra-op-threads")
         .map(|s| s.parse())
         .transpose()?
-        .unwrap_or((cores / cfg.batching.instances).max(1));
-    tch::set_num_threads(intra as i32);
+        .unwrap_or(cfg.batching.intra_op_threads.unwrap_or((cores / cfg.batching.instances).max(1)));
+    dlserve::batching::set_default_intra_op_threads(intra);
     tch::set_num_interop_threads(1);
     let max_batch: usize =
         arg(&args, "--max-batch").map(|s| s.parse()).transpose()?.unwrap_or(cfg.batching.max_batch_size);

@@ -85,6 +85,10 @@ pub struct BatchingConfig {
     /// batch sizes; a fixed size makes each item's output independent of what it was batched
     /// with (bit-identical generator output per seed), at the cost of computing the padding.
     pub fixed_batch_size: bool,
+    /// libtorch intra-op threads of each worker's forwards; the server default
+    /// (`--intra-op-threads`) when absent. Small models are often fastest with 1 and larger ones
+    /// gain from more (BENCHMARKS.md, "Threads per model").
+    pub intra_op_threads: Option<usize>,
 }
 
 impl Default for BatchingConfig {
@@ -95,6 +99,7 @@ impl Default for BatchingConfig {
             queue_capacity: 512,
             instances: 1,
             fixed_batch_size: false,
+            intra_op_threads: None,
         }
     }
 }
@@ -280,6 +285,8 @@ pub const MAX_BATCH_SIZE: usize = 4096;
 pub const MAX_QUEUE_CAPACITY: usize = 1 << 20;
 /// Largest number of worker threads per model version.
 pub const MAX_INSTANCES: usize = 64;
+/// Largest `batching.intra_op_threads`.
+pub const MAX_INTRA_OP_THREADS: usize = 256;
 
 impl ModelConfig {
     /// Parses and validates `text`, naming `file` in every error.
@@ -315,6 +322,9 @@ impl ModelConfig {
         }
         if b.instances == 0 || b.instances > MAX_INSTANCES {
             return Err(err("batching.instances", format!("must be between 1 and {MAX_INSTANCES}")));
+        }
+        if b.intra_op_threads.is_some_and(|n| n == 0 || n > MAX_INTRA_OP_THREADS) {
+            return Err(err("batching.intra_op_threads", format!("must be between 1 and {MAX_INTRA_OP_THREADS}")));
         }
         if !(0.0..=10_000.0).contains(&b.max_queue_delay_ms) {
             return Err(err("batching.max_queue_delay_ms", "must be between 0 and 10000".into()));

@@ -64,7 +64,7 @@ pub async fn start_in(dir: PathBuf, tmp: Option<tempfile::TempDir>, flags: &[&st
     let mut argv = vec!["dlserve", "--models-dir", dir.to_str().unwrap()];
     argv.extend_from_slice(flags);
     let args = Args::parse_from(argv);
-    tch::set_num_threads(1);
+    dlserve::batching::set_default_intra_op_threads(1);
     let metrics = dlserve::metrics::Metrics::new();
     let registry = Arc::new(Registry::new(
         RegistryOptions { root: dir.clone(), default_device: DeviceSpec::parse(&args.device).unwrap() },
