@@ -86,8 +86,10 @@ pub struct BatchingConfig {
     /// with (bit-identical generator output per seed), at the cost of computing the padding.
     pub fixed_batch_size: bool,
     /// libtorch intra-op threads of each worker's forwards; the server default
-    /// (`--intra-op-threads`) when absent. Small models are often fastest with 1 and larger ones
-    /// gain from more (BENCHMARKS.md, "Threads per model").
+    /// (`--intra-op-threads`, by default cores / all models' `instances`) when absent. More
+    /// threads than that rule gives can pay off for a large model with the cores to itself, but
+    /// with several models served on few cores they slowed every model (BENCHMARKS.md,
+    /// "Threads per model").
     pub intra_op_threads: Option<usize>,
 }
 
