@@ -225,6 +225,14 @@ def oha(server, spec, *, duration_s, connections, rate=None, deadline_ms=None, d
     return cmd
 
 
+def served_rate(summary):
+    """(200 responses per second, count of every other outcome) of an oha run's JSON summary."""
+    statuses = summary.get("statusCodeDistribution", {})
+    ok = statuses.get("200", 0)
+    others = sum(statuses.values()) - ok + sum(summary.get("errorDistribution", {}).values())
+    return ok / summary["summary"]["total"], others
+
+
 def run_oha(cmd):
     p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, check=False)
     if p.returncode != 0:
