@@ -472,7 +472,6 @@ impl Registry {
         }
     }
 
-    /// The names of models that serve `kind` now.
     /// The serving version when exactly one model of `kind` serves exactly one version: then
     /// every valid request to that kind's endpoint goes to its queue, known before the body is
     /// parsed.
@@ -493,6 +492,7 @@ impl Registry {
         found
     }
 
+    /// The names of models that serve `kind` now.
     pub fn serving_of_kind(&self, kind: Kind) -> Vec<String> {
         let slots = self.slots.read().unwrap_or_else(|p| p.into_inner());
         slots
