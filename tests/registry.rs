@@ -219,9 +219,7 @@ async fn setup_method_runs_on_every_replica_and_its_failures_are_named() {
     for (method, expect) in [("prepare", "\"prepare\""), ("explode", "setup cannot run here"), ("forward", "")] {
         let tmp = tempfile::tempdir().unwrap();
         copy_dir(&fixtures().join("tiny-setup"), &tmp.path().join("tiny-setup"));
-        let cfg = tmp.path().join("tiny-setup/config.toml");
-        let text = std::fs::read_to_string(&cfg).unwrap().replace("\"setup\"", &format!("\"{method}\""));
-        std::fs::write(&cfg, text).unwrap();
+        edit_config(tmp.path(), "tiny-setup", "\"setup\"", &format!("\"{method}\""));
         let s = start_in(tmp.path().to_path_buf(), Some(tmp), &[]).await;
         let m: serde_json::Value = s.get("/models/tiny-setup").await.json().await.unwrap();
         assert_eq!(m["state"], "failed", "{m}");
@@ -238,14 +236,8 @@ async fn intra_op_threads_are_set_per_model() {
     for m in ["tiny-anomaly", "tiny-classifier"] {
         copy_dir(&fixtures().join(m), &tmp.path().join(m));
     }
-    let set = |model: &str, from: &str, to: &str| {
-        let cfg = tmp.path().join(model).join("config.toml");
-        let text = std::fs::read_to_string(&cfg).unwrap();
-        assert!(text.contains(from), "{model}: {from}");
-        std::fs::write(&cfg, text.replacen(from, to, 1)).unwrap();
-    };
-    set("tiny-anomaly", "instances = 1", "instances = 1\nintra_op_threads = 3");
-    set("tiny-classifier", "instances = 1", "instances = 2");
+    edit_config(tmp.path(), "tiny-anomaly", "instances = 1", "instances = 1\nintra_op_threads = 3");
+    edit_config(tmp.path(), "tiny-classifier", "instances = 1", "instances = 2");
     let root = tmp.path().to_path_buf();
     let s = start_in(root, Some(tmp), &[]).await;
     let gauge = |m: &str| format!("dlserve_intra_op_threads{{model=\"{m}\",version=\"1\"}}");
@@ -264,10 +256,7 @@ async fn intra_op_threads_are_set_per_model() {
     // Out of range: the load fails and names the field.
     let tmp = tempfile::tempdir().unwrap();
     copy_dir(&fixtures().join("tiny-anomaly"), &tmp.path().join("tiny-anomaly"));
-    let cfg = tmp.path().join("tiny-anomaly/config.toml");
-    let text =
-        std::fs::read_to_string(&cfg).unwrap().replacen("instances = 1", "instances = 1\nintra_op_threads = 0", 1);
-    std::fs::write(&cfg, text).unwrap();
+    edit_config(tmp.path(), "tiny-anomaly", "instances = 1", "instances = 1\nintra_op_threads = 0");
     let s = start_in(tmp.path().to_path_buf(), Some(tmp), &[]).await;
     let m: serde_json::Value = s.get("/models/tiny-anomaly").await.json().await.unwrap();
     assert_eq!(m["state"], "failed", "{m}");

@@ -49,6 +49,15 @@ pub fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
+/// Replaces the first `from` in `<root>/<model>/config.toml` with `to`: a config variant for one
+/// test, on a copy of the fixture.
+pub fn edit_config(root: &Path, model: &str, from: &str, to: &str) {
+    let cfg = root.join(model).join("config.toml");
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    assert!(text.contains(from), "{}: no {from:?}", cfg.display());
+    std::fs::write(&cfg, text.replacen(from, to, 1)).unwrap();
+}
+
 /// Starts a server over copies of the named fixture models, with extra CLI flags.
 pub async fn start(models: &[&str], flags: &[&str]) -> Server {
     let tmp = tempfile::tempdir().unwrap();
