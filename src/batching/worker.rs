@@ -402,23 +402,24 @@ fn run_batch(shared: &Shared, module: &CModule, batch: Vec<Entry>) {
     let waits = shared.metrics.queue_wait.with_label_values(&labels);
     match result {
         Ok(per_item) => {
-            let mut failed = 0;
-            for (entry, outs) in batch.into_iter().zip(per_item) {
-                let queue = start.saturating_duration_since(entry.at);
-                waits.observe(queue.as_secs_f64());
-                let reply = match outs {
-                    Ok(outputs) => {
-                        Ok(ItemOutput { outputs, timing: Timing { queue, compute: compute_time, batch_size: n } })
-                    }
-                    Err(e) => {
-                        failed += 1;
-                        Err(e)
-                    }
-                };
-                let _ = entry.tx.send(reply);
-            }
+            let replies: Vec<_> = batch
+                .into_iter()
+                .zip(per_item)
+                .map(|(entry, outs)| {
+                    let queue = start.saturating_duration_since(entry.at);
+                    waits.observe(queue.as_secs_f64());
+                    let timing = Timing { queue, compute: compute_time, batch_size: n };
+                    (entry.tx, outs.map(|outputs| ItemOutput { outputs, timing }))
+                })
+                .collect();
+            // Counted before the replies go out, so a client that has its answer also finds it in
+            // the metrics.
+            let failed = replies.iter().filter(|(_, r)| r.is_err()).count();
             shared.count("computed", n - failed);
             shared.count("failed", failed);
+            for (tx, reply) in replies {
+                let _ = tx.send(reply);
+            }
         }
         Err(e) => {
             tracing::error!(model = %shared.spec.model, version = shared.spec.version, batch = n, error = %e, "batch failed");
