@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 fn main() -> anyhow::Result<()> {
+    let allocator_tuned = dlserve::tune_allocator();
     let args = Args::parse();
     dlserve::telemetry::init(args.log_format);
     let started = Instant::now();
@@ -27,6 +28,7 @@ fn main() -> anyhow::Result<()> {
         default_device = %dlserve::registry::device::device_name(resolved),
         intra_op_threads = intra,
         inter_op_threads = args.inter_op_threads.max(1),
+        allocator_tuned,
         "starting dlserve"
     );
     let metrics = dlserve::metrics::Metrics::new();

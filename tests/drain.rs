@@ -102,6 +102,32 @@ fn explicit_cuda_without_a_gpu_is_a_startup_error_naming_the_cause() {
     assert!(err.contains("no CUDA device"), "{err}");
 }
 
+/// The first log line of a server started on an empty models directory, with `env` added.
+fn starting_line(env: &[(&str, &str)]) -> serde_json::Value {
+    use std::io::BufRead;
+    let tmp = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_dlserve"))
+        .args(["--models-dir", tmp.path().to_str().unwrap(), "--addr", "127.0.0.1:0", "--log-format", "json"])
+        .envs(env.iter().copied())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let line = out.lines().map(|l| l.unwrap()).find(|l| l.contains("starting dlserve"));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    serde_json::from_str(&line.expect("a start-up line")).unwrap()
+}
+
+#[test]
+fn allocator_is_tuned_unless_the_operator_set_glibc_variables() {
+    assert_eq!(starting_line(&[])["allocator_tuned"], true);
+    for var in ["MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TOP_PAD_"] {
+        assert_eq!(starting_line(&[(var, "1048576")])["allocator_tuned"], false, "{var} set");
+    }
+}
+
 #[test]
 fn help_documents_env_variables() {
     let out = Command::new(env!("CARGO_BIN_EXE_dlserve")).arg("--help").output().unwrap();

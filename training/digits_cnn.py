@@ -200,7 +200,9 @@ def main() -> dict:
     C.write_config(NAME, "classifier", "Handwritten digit classifier (compact CNN, MNIST 5k subset), 28x28 grayscale",
                    C.batching(32),
                    {"input_shape": [1, 28, 28], "output": "logits", "labels_file": "labels.txt",
-                    "pixel_scale": 255.0, "mean": [MEAN], "std": [STD], "invert": "auto"})
+                    "pixel_scale": 255.0, "mean": [MEAN], "std": [STD], "invert": "auto"},
+                   # NHWC weights: dlserve's channels-last kernels ran this model 1.1-1.25x faster on CPU.
+                   top={"memory_format": "channels_last"})
     total = time.time() - t_start
     metrics = {"test_accuracy": te_acc, "val_accuracy": val_acc, "test_paper_accuracy_bilinear": paper_acc,
                "baseline_nearest_centroid": nc_acc, "baseline_logistic_regression": lr_acc,

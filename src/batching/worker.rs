@@ -8,7 +8,7 @@
 use super::queue::{BatchKey, Next, Pending, QueueState};
 use super::{Deadline, Elem, InferError, ItemOutput, ItemTensor, OutputTensor, TensorData, Timing};
 use crate::metrics::Metrics;
-use crate::registry::config::BatchingConfig;
+use crate::registry::config::{BatchingConfig, MemoryFormat, ModelConfig};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -57,8 +57,25 @@ pub struct BatcherSpec {
     pub batching: BatchingConfig,
     /// The TorchScript file's bytes, kept to load a fresh replica when a worker is replaced.
     pub module_bytes: Arc<Vec<u8>>,
-    /// The config's `setup_method`, run on every replica (replacements included).
+    /// What is done to every replica after loading (replacements included).
+    pub prep: ReplicaPrep,
+}
+
+/// What is done to a replica right after it is loaded: the config's `memory_format`, then its
+/// `setup_method`.
+#[derive(Debug, Clone, Default)]
+pub struct ReplicaPrep {
+    /// Layout of the 4-D weights.
+    pub memory_format: MemoryFormat,
+    /// A method called once on the replica.
     pub setup_method: Option<String>,
+}
+
+impl ReplicaPrep {
+    /// The preparation a model's config asks for.
+    pub fn of(cfg: &ModelConfig) -> ReplicaPrep {
+        ReplicaPrep { memory_format: cfg.memory_format, setup_method: cfg.setup_method.clone() }
+    }
 }
 
 struct Shared {
@@ -102,9 +119,10 @@ impl Drop for Batcher {
     }
 }
 
-/// Loads one replica of a module on `device`, in eval mode, and runs its setup method if the
-/// model's config names one (call it under a no-grad guard). The error is one line for the caller.
-pub fn load_replica(bytes: &[u8], device: Device, setup_method: Option<&str>) -> Result<CModule, String> {
+/// Loads one replica of a module on `device`, in eval mode, lays out its weights and runs its
+/// setup method as `prep` says (call it under a no-grad guard). The error is one line for the
+/// caller.
+pub fn load_replica(bytes: &[u8], device: Device, prep: &ReplicaPrep) -> Result<CModule, String> {
     // libtorch's messages run over many lines; a TorchScript exception starts with a generic line
     // and ends with the one that says what was raised ("builtins.RuntimeError: ...").
     let summary = |e: tch::TchError| {
@@ -121,10 +139,32 @@ pub fn load_replica(bytes: &[u8], device: Device, setup_method: Option<&str>) ->
     let m = CModule::load_data_on_device(&mut std::io::Cursor::new(bytes), device)
         .and_then(|mut m| m.f_set_eval().map(|_| m))
         .map_err(|e| format!("not a loadable TorchScript module: {}", summary(e)))?;
-    if let Some(name) = setup_method {
+    if prep.memory_format == MemoryFormat::ChannelsLast {
+        to_channels_last(&m).map_err(|e| format!("memory_format channels_last failed: {}", summary(e)))?;
+    }
+    if let Some(name) = &prep.setup_method {
         m.method_is::<IValue>(name, &[]).map_err(|e| format!("setup_method {name:?} failed: {}", summary(e)))?;
     }
     Ok(m)
+}
+
+/// Re-lays every 4-D parameter of `m` out as channels-last, in place: the module's own tensors
+/// take the new strides, so its forward runs on them. Convolutions follow their weight's layout,
+/// and the layers after them follow their input's.
+fn to_channels_last(m: &CModule) -> Result<(), tch::TchError> {
+    for (_, mut p) in m.named_parameters()? {
+        if p.dim() == 4 {
+            // NCHW sizes with NHWC strides: permute to NHWC, copy, and permute the view back.
+            p.set_data(&nhwc(&p)?);
+        }
+    }
+    Ok(())
+}
+
+/// `t` (4-D, NCHW sizes) with NHWC strides: permuted to NHWC, copied, and the view permuted back.
+/// With one channel the permuted view is already contiguous, and `t` comes back as it was.
+fn nhwc(t: &Tensor) -> Result<Tensor, tch::TchError> {
+    t.f_permute([0, 2, 3, 1])?.f_contiguous()?.f_permute([0, 3, 1, 2])
 }
 
 /// The first non-empty line of a (libtorch) message, at most 300 characters: enough to say what
@@ -300,7 +340,7 @@ fn worker_main(shared: Arc<Shared>, module: CModule) {
             // The callers of this batch see their senders dropped and get WorkerFailed.
             shared.metrics.worker_restarts.with_label_values(&shared.labels()).inc();
             tracing::error!(model = %shared.spec.model, version = shared.spec.version, "worker panicked; replacing it");
-            match load_replica(&shared.spec.module_bytes, shared.spec.device, shared.spec.setup_method.as_deref()) {
+            match load_replica(&shared.spec.module_bytes, shared.spec.device, &shared.spec.prep) {
                 Ok(fresh) => spawn_worker(shared.clone(), fresh),
                 Err(e) => tracing::error!(model = %shared.spec.model, error = %e, "cannot load a replacement replica"),
             }
@@ -394,7 +434,7 @@ fn run_batch(shared: &Shared, module: &CModule, batch: Vec<Entry>) {
         let first = refs[0];
         refs.resize(shared.spec.batching.max_batch_size.max(n), first);
     }
-    let result = forward_items(module, shared.spec.device, &refs);
+    let result = forward_items(module, shared.spec.device, shared.spec.prep.memory_format, &refs);
     let compute_time = start.elapsed();
     let labels = shared.labels();
     shared.metrics.compute.with_label_values(&labels).observe(compute_time.as_secs_f64());
@@ -437,7 +477,12 @@ pub type PerItem = Vec<Result<Vec<OutputTensor>, InferError>>;
 /// Stacks items that share one shape key, runs forward once and splits the outputs per item.
 /// Uses only fallible tch calls, so libtorch errors become values. Also used by the warm-up and
 /// the in-process benchmark, so they measure exactly what the workers do.
-pub fn forward_items(module: &CModule, device: Device, batch: &[&[ItemTensor]]) -> Result<PerItem, InferError> {
+pub fn forward_items(
+    module: &CModule,
+    device: Device,
+    layout: MemoryFormat,
+    batch: &[&[ItemTensor]],
+) -> Result<PerItem, InferError> {
     let n = batch.len();
     if n == 0 {
         return Ok(Vec::new());
@@ -454,7 +499,12 @@ pub fn forward_items(module: &CModule, device: Device, batch: &[&[ItemTensor]]) 
             Elem::I64 => stack(batch, i, |d| if let TensorData::I64(v) = d { Some(v) } else { None }),
         }
         .map_err(te)?;
-        let host = host.f_view(dims.as_slice()).map_err(te)?;
+        let mut host = host.f_view(dims.as_slice()).map_err(te)?;
+        if layout == MemoryFormat::ChannelsLast && dims.len() == 4 && dims[1] > 1 {
+            // An image batch in the weights' layout, so the first convolution needs no reorder
+            // either. With one channel both layouts are the same bytes.
+            host = nhwc(&host).map_err(te)?;
+        }
         let t = match device {
             Device::Cpu => host,
             // The batch goes to pinned host memory (CUDA's caching host allocator), so the copy to
@@ -527,5 +577,60 @@ fn flatten_outputs(v: IValue) -> Result<Vec<Tensor>, InferError> {
             })
             .collect(),
         _ => Err(InferError::BadOutput("forward returned something other than tensors".into())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::batching::ItemTensor;
+
+    fn shipped(model: &str) -> Vec<u8> {
+        std::fs::read(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models").join(model).join("1/model.pt"))
+            .unwrap()
+    }
+
+    #[test]
+    fn channels_last_relays_the_weights_and_keeps_the_outputs() {
+        let _g = tch::no_grad_guard();
+        let bytes = shipped("digits-cnn");
+        let plain = ReplicaPrep { memory_format: MemoryFormat::Contiguous, setup_method: None };
+        let nhwc = ReplicaPrep { memory_format: MemoryFormat::ChannelsLast, setup_method: None };
+        let a = load_replica(&bytes, Device::Cpu, &plain).unwrap();
+        let b = load_replica(&bytes, Device::Cpu, &nhwc).unwrap();
+        // Every 4-D weight with more than one input channel now has NHWC strides (channel
+        // stride 1); with one channel both layouts are the same bytes.
+        let mut relaid = 0;
+        for ((name, pa), (_, pb)) in a.named_parameters().unwrap().iter().zip(b.named_parameters().unwrap().iter()) {
+            let s = pa.size();
+            if s.len() == 4 && s[1] > 1 {
+                relaid += 1;
+                assert_eq!(pb.stride(), [s[1] * s[2] * s[3], 1, s[3] * s[1], s[1]], "{name}");
+                assert_eq!(
+                    pa.stride(),
+                    [s[1] * s[2] * s[3], s[2] * s[3], s[3], 1],
+                    "{name}: the plain replica is untouched"
+                );
+            }
+        }
+        assert_eq!(relaid, 2, "digits-cnn has two convolutions after the first");
+        // Same logits up to float rounding, for a batch of distinct images.
+        let items: Vec<Vec<ItemTensor>> = (0..5)
+            .map(|k| {
+                vec![ItemTensor::f32(
+                    vec![1, 28, 28],
+                    (0..784).map(|i| ((i * (k + 3)) % 17) as f32 / 8.0 - 1.0).collect(),
+                )]
+            })
+            .collect();
+        let refs: Vec<&[ItemTensor]> = items.iter().map(|i| i.as_slice()).collect();
+        let oa = forward_items(&a, Device::Cpu, MemoryFormat::Contiguous, &refs).unwrap();
+        let ob = forward_items(&b, Device::Cpu, MemoryFormat::ChannelsLast, &refs).unwrap();
+        for (x, y) in oa.iter().zip(&ob) {
+            let (x, y) = (&x.as_ref().unwrap()[0].data, &y.as_ref().unwrap()[0].data);
+            assert_eq!(x.len(), 10);
+            let worst = x.iter().zip(y).map(|(p, q)| (p - q).abs()).fold(0f32, f32::max);
+            assert!(worst < 1e-4, "logits differ by {worst}");
+        }
     }
 }

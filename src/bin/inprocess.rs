@@ -6,7 +6,7 @@
 //!        [--intra-op-threads N] [--max-batch N]
 //! Prints one JSON object per batch size.
 
-use dlserve::batching::worker::{forward_items, load_replica};
+use dlserve::batching::worker::{forward_items, load_replica, ReplicaPrep};
 use dlserve::registry::config::ModelConfig;
 use dlserve::registry::device::DeviceSpec;
 use std::time::{Duration, Instant};
@@ -16,6 +16,7 @@ fn arg(args: &[String], name: &str) -> Option<String> {
 }
 
 fn main() -> anyhow::Result<()> {
+    dlserve::tune_allocator();
     let args: Vec<String> = std::env::args().collect();
     let dir = std::path::PathBuf::from(arg(&args, "--models-dir").unwrap_or_else(|| "models".into()));
     let model = arg(&args, "--model").ok_or_else(|| anyhow::anyhow!("--model NAME is required"))?;
@@ -39,18 +40,18 @@ fn main() -> anyhow::Result<()> {
     let v = versions.last().ok_or_else(|| anyhow::anyhow!("no version directory"))?;
     let bytes = std::fs::read(dir.join(&model).join(v.to_string()).join("model.pt"))?;
     let _guard = tch::no_grad_guard();
-    let module = load_replica(&bytes, device, cfg.setup_method.as_deref()).map_err(|e| anyhow::anyhow!(e))?;
+    let module = load_replica(&bytes, device, &ReplicaPrep::of(&cfg)).map_err(|e| anyhow::anyhow!(e))?;
     let item = dlserve::kinds::warmup_item(&cfg);
     let mut b = 1;
     while b <= max_batch {
         let batch: Vec<&[dlserve::batching::ItemTensor]> = (0..b).map(|_| item.as_slice()).collect();
         for _ in 0..3 {
-            forward_items(&module, device, &batch).map_err(|e| anyhow::anyhow!("{e}"))?;
+            forward_items(&module, device, cfg.memory_format, &batch).map_err(|e| anyhow::anyhow!("{e}"))?;
         }
         let t0 = Instant::now();
         let mut n = 0usize;
         while t0.elapsed() < Duration::from_secs_f64(seconds) {
-            forward_items(&module, device, &batch).map_err(|e| anyhow::anyhow!("{e}"))?;
+            forward_items(&module, device, cfg.memory_format, &batch).map_err(|e| anyhow::anyhow!("{e}"))?;
             n += 1;
         }
         let secs = t0.elapsed().as_secs_f64();

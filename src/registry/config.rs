@@ -66,6 +66,17 @@ impl Default for VersionPolicy {
     }
 }
 
+/// Memory layout of a module's 4-D weights, applied to every replica after loading.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum MemoryFormat {
+    /// As saved in the TorchScript file (usually NCHW, row-major).
+    #[default]
+    Contiguous,
+    /// NHWC: channels innermost.
+    ChannelsLast,
+}
+
 /// Dynamic batching settings of one model.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields, default)]
@@ -256,6 +267,12 @@ pub struct ModelConfig {
     /// as packing an RNN's weights into the single buffer cuDNN wants (see models/co2-lstm).
     /// A missing method, or one that raises, fails the load.
     pub setup_method: Option<String>,
+    /// Memory layout of the module's 4-D weights (convolution kernels) once loaded. `channels_last`
+    /// stores them as NHWC, so that convolutions, batch norms and poolings run libtorch's
+    /// channels-last kernels: on CPU these avoid oneDNN's layout reorders and a scalar max-pool
+    /// loop (BENCHMARKS.md, "Channels-last CNNs"). Outputs are the same up to float rounding.
+    #[serde(default)]
+    pub memory_format: MemoryFormat,
     /// Dynamic batching settings.
     #[serde(default)]
     pub batching: BatchingConfig,
@@ -563,6 +580,17 @@ std = [0.3081]
         assert_eq!(ModelConfig::parse(&t, "x").unwrap().version_policy, VersionPolicy::Specific(vec![1, 3]));
         let t = format!("version_policy = \"all\"\n{CLASSIFIER}");
         assert_eq!(ModelConfig::parse(&t, "x").unwrap().version_policy, VersionPolicy::Named(NamedPolicy::All));
+    }
+
+    #[test]
+    fn memory_format_defaults_to_contiguous_and_names_itself_when_wrong() {
+        assert_eq!(ModelConfig::parse(CLASSIFIER, "x").unwrap().memory_format, MemoryFormat::Contiguous);
+        let t = format!("memory_format = \"channels_last\"\n{CLASSIFIER}");
+        assert_eq!(ModelConfig::parse(&t, "x").unwrap().memory_format, MemoryFormat::ChannelsLast);
+        let t = format!("memory_format = \"nhwc\"\n{CLASSIFIER}");
+        let e = ModelConfig::parse(&t, "x").unwrap_err();
+        assert_eq!(e.field, "memory_format");
+        assert!(e.message.contains("channels_last"), "{}", e.message);
     }
 
     #[test]

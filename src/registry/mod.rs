@@ -14,7 +14,7 @@
 pub mod config;
 pub mod device;
 
-use crate::batching::worker::{first_line, forward_items, load_replica};
+use crate::batching::worker::{first_line, forward_items, load_replica, ReplicaPrep};
 use crate::batching::{Batcher, BatcherSpec, InferError};
 use crate::kinds;
 use crate::metrics::Metrics;
@@ -388,9 +388,10 @@ impl Registry {
         let path = dir.join(version.to_string()).join("model.pt");
         let bytes = Arc::new(std::fs::read(&path).map_err(|e| format!("cannot read: {}", e.kind()))?);
         let _no_grad = tch::no_grad_guard();
+        let prep = ReplicaPrep::of(&cfg);
         let mut replicas = Vec::with_capacity(cfg.batching.instances);
         for _ in 0..cfg.batching.instances {
-            replicas.push(load_replica(&bytes, device, cfg.setup_method.as_deref())?);
+            replicas.push(load_replica(&bytes, device, &prep)?);
         }
         // Warm-up doubles as the contract check: batch 1 and max_batch_size on the first replica,
         // max_batch_size on every other one (so each worker's first real batch is warm too).
@@ -400,7 +401,7 @@ impl Registry {
             let sizes: &[usize] = if r == 0 && !cfg.batching.fixed_batch_size { &[1, max] } else { &[max] };
             for &b in sizes {
                 let batch: Vec<&[crate::batching::ItemTensor]> = (0..b).map(|_| item.as_slice()).collect();
-                let out = forward_items(module, device, &batch).map_err(|e| match e {
+                let out = forward_items(module, device, cfg.memory_format, &batch).map_err(|e| match e {
                     InferError::Forward(m) => format!("warm-up forward at batch size {b} failed: {}", first_line(&m)),
                     other => format!("warm-up at batch size {b}: {other}"),
                 })?;
@@ -420,7 +421,7 @@ impl Registry {
             device,
             batching: cfg.batching.clone(),
             module_bytes: bytes,
-            setup_method: cfg.setup_method.clone(),
+            prep,
         };
         let batcher = Batcher::start(spec, replicas, self.metrics.clone());
         Ok(LoadedVersion {
