@@ -172,8 +172,11 @@ async fn the_real_generator_is_bit_identical_per_seed_under_concurrent_batching(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_generated_row_is_the_same_float_for_float_whatever_its_batch() {
-    // libtorch picks CPU kernels by batch size; fixed_batch_size in the generator's config makes
-    // every forward the same size, so the row below is bit-identical alone or among others.
+    // libtorch picks CPU kernels by batch size. On CPU the generator runs unpadded
+    // (`[batching.cpu] fixed_batch_size = false`): its first Linear runs in fixed 8-row blocks and,
+    // at the one intra-op thread its config sets there, its convolutions do not depend on the batch
+    // size, so the row below is bit-identical in forwards of 1, 3, 5 and 8 rows. (On CUDA the config
+    // pads every forward to 8 rows instead.)
     let s = start_in(shipped_models(), None, &[]).await;
     let z: Vec<f32> = dlserve::kinds::generator::latent(7, 0, 64);
     let infer = |rows: usize| {

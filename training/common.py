@@ -126,12 +126,15 @@ def _toml_value(v) -> str:
 def write_config(name: str, kind: str, description: str, batching: dict, section: dict,
                  subtables: dict | None = None, top: dict | None = None) -> Path:
     """Writes models/<name>/config.toml in the server's strict schema and checks it parses back.
-    `top` holds further top-level keys (setup_method)."""
+    `top` holds further top-level keys (setup_method, memory_format)."""
     lines = [f"kind = {_toml_value(kind)}", f"description = {_toml_value(description)}",
              'version_policy = "latest"']
     lines += [f"{k} = {_toml_value(v)}" for k, v in (top or {}).items()]
     lines += ["", "[batching]"]
-    lines += [f"{k} = {_toml_value(v)}" for k, v in batching.items()]
+    lines += [f"{k} = {_toml_value(v)}" for k, v in batching.items() if not isinstance(v, dict)]
+    for dev, table in ((k, v) for k, v in batching.items() if isinstance(v, dict)):
+        lines += ["", f"[batching.{dev}]"]
+        lines += [f"{k} = {_toml_value(v)}" for k, v in table.items()]
     lines += ["", f"[{kind}]"]
     lines += [f"{k} = {_toml_value(v)}" for k, v in section.items()]
     for sub, table in (subtables or {}).items():
@@ -139,16 +142,17 @@ def write_config(name: str, kind: str, description: str, batching: dict, section
         lines += [f"{k} = {_toml_value(v)}" for k, v in table.items()]
     text = "\n".join(lines) + "\n"
     parsed = tomllib.loads(text)
-    assert set(parsed) <= {"kind", "description", "version_policy", "setup_method", "batching", kind}, parsed.keys()
+    assert set(parsed) <= {"kind", "description", "version_policy", "setup_method", "memory_format", "batching",
+                           kind}, parsed.keys()
     assert set(parsed["batching"]) <= {"max_batch_size", "max_queue_delay_ms", "queue_capacity", "instances",
-                                       "fixed_batch_size"}
+                                       "fixed_batch_size", "cpu", "cuda"}
     path = MODELS / name / "config.toml"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
     return path
 
 
-def batching(max_batch_size: int, fixed_batch_size: bool = False) -> dict:
+def batching(max_batch_size: int, fixed_batch_size: bool = False, cpu: dict | None = None) -> dict:
     """Batching settings. max_queue_delay_ms = 0: a free worker takes what waits at once, and
     batches form from what arrives while it computes; the benchmark measured a 0.5 ms delay
     costing 35-64 % of throughput at concurrency 1 on CPU for no gain under load.
@@ -157,6 +161,8 @@ def batching(max_batch_size: int, fixed_batch_size: bool = False) -> dict:
     b = {"max_batch_size": max_batch_size, "max_queue_delay_ms": 0, "queue_capacity": 512, "instances": 1}
     if fixed_batch_size:
         b["fixed_batch_size"] = True
+    if cpu:
+        b["cpu"] = cpu  # [batching.cpu]: overrides when the model runs on CPU
     return b
 
 

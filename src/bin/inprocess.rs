@@ -25,15 +25,15 @@ fn main() -> anyhow::Result<()> {
         DeviceSpec::parse(&arg(&args, "--device").unwrap_or_else(|| "auto".into())).map_err(anyhow::Error::msg)?;
     let device = device.resolve().map_err(anyhow::Error::msg)?;
     let cfg = ModelConfig::load(&dir.join(&model).join("config.toml"), &format!("{model}/config.toml"))?;
+    let batching = cfg.batching.for_device(device);
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     let intra: usize = arg(&args, "--intra-op-threads")
         .map(|s| s.parse())
         .transpose()?
-        .unwrap_or(cfg.batching.intra_op_threads.unwrap_or((cores / cfg.batching.instances).max(1)));
+        .unwrap_or(batching.intra_op_threads.unwrap_or((cores / batching.instances).max(1)));
     dlserve::batching::set_default_intra_op_threads(intra);
     tch::set_num_interop_threads(1);
-    let max_batch: usize =
-        arg(&args, "--max-batch").map(|s| s.parse()).transpose()?.unwrap_or(cfg.batching.max_batch_size);
+    let max_batch: usize = arg(&args, "--max-batch").map(|s| s.parse()).transpose()?.unwrap_or(batching.max_batch_size);
     let mut versions: Vec<u64> =
         std::fs::read_dir(dir.join(&model))?.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok()).collect();
     versions.sort_unstable();

@@ -102,6 +102,12 @@ pub struct BatchingConfig {
     /// with several models served on few cores they slowed every model (BENCHMARKS.md,
     /// "Threads per model").
     pub intra_op_threads: Option<usize>,
+    /// `[batching.cpu]`: settings that replace the ones above when the model runs on CPU.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cpu: Option<DeviceBatching>,
+    /// `[batching.cuda]`: settings that replace the ones above when the model runs on a GPU.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cuda: Option<DeviceBatching>,
 }
 
 impl Default for BatchingConfig {
@@ -113,7 +119,67 @@ impl Default for BatchingConfig {
             instances: 1,
             fixed_batch_size: false,
             intra_op_threads: None,
+            cpu: None,
+            cuda: None,
         }
+    }
+}
+
+/// Batching settings for one device type, each replacing the model's own when set. A model's
+/// best batch size and whether it needs padding can differ between CPU and GPU kernels.
+/// `instances` is not among them: the thread rule counts instances before devices are resolved.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DeviceBatching {
+    /// Replaces `max_batch_size`.
+    pub max_batch_size: Option<usize>,
+    /// Replaces `max_queue_delay_ms`.
+    pub max_queue_delay_ms: Option<f64>,
+    /// Replaces `queue_capacity`.
+    pub queue_capacity: Option<usize>,
+    /// Replaces `fixed_batch_size`.
+    pub fixed_batch_size: Option<bool>,
+    /// Replaces `intra_op_threads`.
+    pub intra_op_threads: Option<usize>,
+}
+
+impl BatchingConfig {
+    /// The settings a model uses on `device`: its own, with the device type's table applied.
+    pub fn for_device(&self, device: tch::Device) -> BatchingConfig {
+        let table = match device {
+            tch::Device::Cpu => self.cpu.as_ref(),
+            _ => self.cuda.as_ref(),
+        };
+        let mut b = BatchingConfig { cpu: None, cuda: None, ..self.clone() };
+        if let Some(t) = table {
+            b.max_batch_size = t.max_batch_size.unwrap_or(b.max_batch_size);
+            b.max_queue_delay_ms = t.max_queue_delay_ms.unwrap_or(b.max_queue_delay_ms);
+            b.queue_capacity = t.queue_capacity.unwrap_or(b.queue_capacity);
+            b.fixed_batch_size = t.fixed_batch_size.unwrap_or(b.fixed_batch_size);
+            b.intra_op_threads = t.intra_op_threads.or(b.intra_op_threads);
+        }
+        b
+    }
+
+    /// Checks ranges, naming fields under `prefix` (`batching`, `batching.cpu`, ...).
+    fn check(&self, prefix: &str) -> Result<(), (String, String)> {
+        let fail = |key: &str, m: String| Err((format!("{prefix}.{key}"), m));
+        if self.max_batch_size == 0 || self.max_batch_size > MAX_BATCH_SIZE {
+            return fail("max_batch_size", format!("must be between 1 and {MAX_BATCH_SIZE}"));
+        }
+        if self.queue_capacity == 0 || self.queue_capacity > MAX_QUEUE_CAPACITY {
+            return fail("queue_capacity", format!("must be between 1 and {MAX_QUEUE_CAPACITY}"));
+        }
+        if self.instances == 0 || self.instances > MAX_INSTANCES {
+            return fail("instances", format!("must be between 1 and {MAX_INSTANCES}"));
+        }
+        if self.intra_op_threads.is_some_and(|n| n == 0 || n > MAX_INTRA_OP_THREADS) {
+            return fail("intra_op_threads", format!("must be between 1 and {MAX_INTRA_OP_THREADS}"));
+        }
+        if !(0.0..=10_000.0).contains(&self.max_queue_delay_ms) {
+            return fail("max_queue_delay_ms", "must be between 0 and 10000".into());
+        }
+        Ok(())
     }
 }
 
@@ -332,22 +398,13 @@ impl ModelConfig {
     pub fn validate(&self, file: &str) -> Result<(), ConfigError> {
         let err =
             |field: &str, message: String| ConfigError { file: file.to_string(), field: field.to_string(), message };
+        // The model's own settings, then each device table applied to them: a bad value in a
+        // table is named with the table's path, since the model's own already passed.
         let b = &self.batching;
-        if b.max_batch_size == 0 || b.max_batch_size > MAX_BATCH_SIZE {
-            return Err(err("batching.max_batch_size", format!("must be between 1 and {MAX_BATCH_SIZE}")));
-        }
-        if b.queue_capacity == 0 || b.queue_capacity > MAX_QUEUE_CAPACITY {
-            return Err(err("batching.queue_capacity", format!("must be between 1 and {MAX_QUEUE_CAPACITY}")));
-        }
-        if b.instances == 0 || b.instances > MAX_INSTANCES {
-            return Err(err("batching.instances", format!("must be between 1 and {MAX_INSTANCES}")));
-        }
-        if b.intra_op_threads.is_some_and(|n| n == 0 || n > MAX_INTRA_OP_THREADS) {
-            return Err(err("batching.intra_op_threads", format!("must be between 1 and {MAX_INTRA_OP_THREADS}")));
-        }
-        if !(0.0..=10_000.0).contains(&b.max_queue_delay_ms) {
-            return Err(err("batching.max_queue_delay_ms", "must be between 0 and 10000".into()));
-        }
+        b.check("batching")
+            .and_then(|_| b.for_device(tch::Device::Cpu).check("batching.cpu"))
+            .and_then(|_| b.for_device(tch::Device::Cuda(0)).check("batching.cuda"))
+            .map_err(|(field, m)| err(&field, m))?;
         if let Some(d) = &self.device {
             crate::registry::device::DeviceSpec::parse(d).map_err(|m| err("device", m))?;
         }
@@ -580,6 +637,27 @@ std = [0.3081]
         assert_eq!(ModelConfig::parse(&t, "x").unwrap().version_policy, VersionPolicy::Specific(vec![1, 3]));
         let t = format!("version_policy = \"all\"\n{CLASSIFIER}");
         assert_eq!(ModelConfig::parse(&t, "x").unwrap().version_policy, VersionPolicy::Named(NamedPolicy::All));
+    }
+
+    #[test]
+    fn device_tables_replace_batching_settings_on_their_device_only() {
+        let text = "kind = \"classifier\"\n[batching]\nmax_batch_size = 16\nfixed_batch_size = true\n\
+                    [batching.cpu]\nfixed_batch_size = false\nmax_batch_size = 8\n\
+                    [batching.cuda]\nmax_batch_size = 64\nintra_op_threads = 2\n\
+                    [classifier]\ninput_shape = [1, 28, 28]\nmean = [0.1307]\nstd = [0.3081]\n";
+        let c = ModelConfig::parse(text, "x").unwrap();
+        let cpu = c.batching.for_device(tch::Device::Cpu);
+        assert_eq!((cpu.max_batch_size, cpu.fixed_batch_size, cpu.intra_op_threads), (8, false, None));
+        let gpu = c.batching.for_device(tch::Device::Cuda(1));
+        assert_eq!((gpu.max_batch_size, gpu.fixed_batch_size, gpu.intra_op_threads), (64, true, Some(2)));
+        assert!(cpu.cpu.is_none() && gpu.cuda.is_none(), "the effective settings carry no tables");
+        // Errors name the table.
+        let bad = text.replace("max_batch_size = 64", "max_batch_size = 0");
+        assert_eq!(ModelConfig::parse(&bad, "x").unwrap_err().field, "batching.cuda.max_batch_size");
+        let bad = text.replace("[batching.cpu]\n", "[batching.cpu]\ninstances = 2\n");
+        let e = ModelConfig::parse(&bad, "x").unwrap_err();
+        assert_eq!(e.field, "batching.cpu.instances");
+        assert!(e.message.contains("unknown field"), "{}", e.message);
     }
 
     #[test]

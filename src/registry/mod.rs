@@ -385,20 +385,21 @@ impl Registry {
         labels: Vec<String>,
     ) -> Result<LoadedVersion, String> {
         let t0 = Instant::now();
+        let batching = cfg.batching.for_device(device);
         let path = dir.join(version.to_string()).join("model.pt");
         let bytes = Arc::new(std::fs::read(&path).map_err(|e| format!("cannot read: {}", e.kind()))?);
         let _no_grad = tch::no_grad_guard();
         let prep = ReplicaPrep::of(&cfg);
-        let mut replicas = Vec::with_capacity(cfg.batching.instances);
-        for _ in 0..cfg.batching.instances {
+        let mut replicas = Vec::with_capacity(batching.instances);
+        for _ in 0..batching.instances {
             replicas.push(load_replica(&bytes, device, &prep)?);
         }
         // Warm-up doubles as the contract check: batch 1 and max_batch_size on the first replica,
         // max_batch_size on every other one (so each worker's first real batch is warm too).
         let item = kinds::warmup_item(&cfg);
-        let max = cfg.batching.max_batch_size;
+        let max = batching.max_batch_size;
         for (r, module) in replicas.iter().enumerate() {
-            let sizes: &[usize] = if r == 0 && !cfg.batching.fixed_batch_size { &[1, max] } else { &[max] };
+            let sizes: &[usize] = if r == 0 && !batching.fixed_batch_size { &[1, max] } else { &[max] };
             for &b in sizes {
                 let batch: Vec<&[crate::batching::ItemTensor]> = (0..b).map(|_| item.as_slice()).collect();
                 let out = forward_items(module, device, cfg.memory_format, &batch).map_err(|e| match e {
@@ -415,14 +416,7 @@ impl Registry {
         let load_seconds = t0.elapsed().as_secs_f64();
         self.metrics.load_seconds.with_label_values(&[name, &version.to_string()]).set(load_seconds);
         tracing::info!(model = name, version, device = %device_name(device), load_seconds, "version loaded and warmed");
-        let spec = BatcherSpec {
-            model: name.to_string(),
-            version,
-            device,
-            batching: cfg.batching.clone(),
-            module_bytes: bytes,
-            prep,
-        };
+        let spec = BatcherSpec { model: name.to_string(), version, device, batching, module_bytes: bytes, prep };
         let batcher = Batcher::start(spec, replicas, self.metrics.clone());
         Ok(LoadedVersion {
             name: name.to_string(),
