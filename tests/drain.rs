@@ -1,4 +1,4 @@
-//! Graceful drain and start-up errors of the real binary.
+//! Graceful drain, start-up errors and start-up settings of the real binary.
 mod common;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};

@@ -157,12 +157,13 @@ def batching(max_batch_size: int, fixed_batch_size: bool = False, cpu: dict | No
     batches form from what arrives while it computes; the benchmark measured a 0.5 ms delay
     costing 35-64 % of throughput at concurrency 1 on CPU for no gain under load.
     fixed_batch_size pads every forward to max_batch_size so outputs do not depend on batch
-    composition (the generator's bit-identical-per-seed contract)."""
+    composition (the generator's bit-identical-per-seed contract). `cpu` becomes the
+    [batching.cpu] table, whose keys replace these when the model runs on CPU."""
     b = {"max_batch_size": max_batch_size, "max_queue_delay_ms": 0, "queue_capacity": 512, "instances": 1}
     if fixed_batch_size:
         b["fixed_batch_size"] = True
     if cpu:
-        b["cpu"] = cpu  # [batching.cpu]: overrides when the model runs on CPU
+        b["cpu"] = cpu
     return b
 
 
