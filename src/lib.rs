@@ -136,10 +136,10 @@ pub const MALLOC_TRIM_THRESHOLD: usize = 64 << 20;
 /// every batch: `inprocess` ran the CNN at batch 32 at half the rate of batch 8, and at 1.5-2x
 /// that rate with these settings (BENCHMARKS.md, "The allocator and channels-last"). The price
 /// is RSS: each arena keeps up to [`MALLOC_TRIM_THRESHOLD`] of freed memory for reuse.
-/// Unloading a version still trims explicitly. Does nothing when any of glibc's `MALLOC_MMAP_THRESHOLD_`,
-/// `MALLOC_TRIM_THRESHOLD_` or `MALLOC_TOP_PAD_` variables is set (the operator's choice wins),
-/// or off glibc. Call it first thing in `main`, before any thread starts. Returns whether it
-/// changed the settings.
+/// Unloading a version still trims explicitly. Does nothing when any of glibc's
+/// `MALLOC_MMAP_THRESHOLD_`, `MALLOC_TRIM_THRESHOLD_` or `MALLOC_TOP_PAD_` variables is set (the
+/// operator's choice wins), or off glibc. Call it first thing in `main`, before any thread
+/// starts. Returns whether it changed the settings.
 pub fn tune_allocator() -> bool {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {

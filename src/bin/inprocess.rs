@@ -40,18 +40,19 @@ fn main() -> anyhow::Result<()> {
     let v = versions.last().ok_or_else(|| anyhow::anyhow!("no version directory"))?;
     let bytes = std::fs::read(dir.join(&model).join(v.to_string()).join("model.pt"))?;
     let _guard = tch::no_grad_guard();
-    let module = load_replica(&bytes, device, &ReplicaPrep::of(&cfg)).map_err(|e| anyhow::anyhow!(e))?;
+    let prep = ReplicaPrep::of(&cfg);
+    let module = load_replica(&bytes, device, &prep).map_err(|e| anyhow::anyhow!(e))?;
     let item = dlserve::kinds::warmup_item(&cfg);
     let mut b = 1;
     while b <= max_batch {
         let batch: Vec<&[dlserve::batching::ItemTensor]> = (0..b).map(|_| item.as_slice()).collect();
         for _ in 0..3 {
-            forward_items(&module, device, cfg.memory_format, &batch).map_err(|e| anyhow::anyhow!("{e}"))?;
+            forward_items(&module, device, prep.memory_format, &batch).map_err(|e| anyhow::anyhow!("{e}"))?;
         }
         let t0 = Instant::now();
         let mut n = 0usize;
         while t0.elapsed() < Duration::from_secs_f64(seconds) {
-            forward_items(&module, device, cfg.memory_format, &batch).map_err(|e| anyhow::anyhow!("{e}"))?;
+            forward_items(&module, device, prep.memory_format, &batch).map_err(|e| anyhow::anyhow!("{e}"))?;
             n += 1;
         }
         let secs = t0.elapsed().as_secs_f64();

@@ -402,7 +402,7 @@ impl Registry {
             let sizes: &[usize] = if r == 0 && !batching.fixed_batch_size { &[1, max] } else { &[max] };
             for &b in sizes {
                 let batch: Vec<&[crate::batching::ItemTensor]> = (0..b).map(|_| item.as_slice()).collect();
-                let out = forward_items(module, device, cfg.memory_format, &batch).map_err(|e| match e {
+                let out = forward_items(module, device, prep.memory_format, &batch).map_err(|e| match e {
                     InferError::Forward(m) => format!("warm-up forward at batch size {b} failed: {}", first_line(&m)),
                     other => format!("warm-up at batch size {b}: {other}"),
                 })?;
