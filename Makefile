@@ -5,7 +5,7 @@ export PATH := $(CURDIR)/.venv/bin:$(PATH)
 CARGO ?= cargo
 ADDR ?= 127.0.0.1:8080
 
-.PHONY: setup build run test openapi models fixtures bench bench-threads stress docker-smoke lint
+.PHONY: setup build run test fresh-check openapi models fixtures bench bench-threads stress docker-smoke lint
 
 setup:
 	@scripts/setup
@@ -24,11 +24,17 @@ lint: setup
 # gives every test its own process so memory measurements are not polluted by other tests.
 # `fault-injection` compiles the worker-panic hook the tests use; release binaries never have it.
 test: lint
+	@command -v cargo-nextest >/dev/null || $(CARGO) install --locked cargo-nextest
 	$(CARGO) nextest run --release --all-features --no-fail-fast
 	$(CARGO) build --release --bin dlserve
 	scripts/api-fuzz 20
 	scripts/validate-manifests
 	scripts/deny
+
+# `make test` as on a new machine: a fresh clone with an empty CARGO_HOME, pip cache and venv
+# (scripts/fresh-check). Run it whenever the set-up or dependencies change; prints its time.
+fresh-check:
+	scripts/fresh-check
 
 openapi: setup
 	$(CARGO) run --quiet --bin openapi > openapi/openapi.json
@@ -78,8 +84,8 @@ stress: build
 	-scripts/fuzz $(FUZZ_SECONDS)
 	scripts/stress-report bench/out STRESS.md
 
-# Licences, bans and sources of every dependency (cargo-deny; advisories when the RustSec
-# database is reachable). See deny.toml.
+# Licences, bans, sources and RustSec advisories of every dependency (cargo-deny; the advisory
+# database from a live fetch, else the dated offline snapshot). See deny.toml and scripts/deny.
 .PHONY: deny
 deny:
 	scripts/deny
