@@ -97,21 +97,14 @@ pub struct Args {
 }
 
 impl Args {
-    /// Parses `kind=name` pairs of `--default-model`.
-    pub fn default_models(&self) -> Result<Vec<(crate::registry::config::Kind, String)>, String> {
+    /// Splits the `kind=name` pairs of `--default-model` (the kinds are checked by the server).
+    pub fn default_models(&self) -> Result<Vec<(String, String)>, String> {
         self.default_model
             .iter()
             .filter(|s| !s.trim().is_empty())
             .map(|s| {
                 let (k, n) = s.split_once('=').ok_or_else(|| format!("--default-model '{s}': expected kind=name"))?;
-                let kind = match k.trim() {
-                    "classifier" => crate::registry::config::Kind::Classifier,
-                    "forecaster" => crate::registry::config::Kind::Forecaster,
-                    "anomaly" => crate::registry::config::Kind::Anomaly,
-                    "generator" => crate::registry::config::Kind::Generator,
-                    other => return Err(format!("--default-model '{s}': unknown kind '{other}'")),
-                };
-                Ok((kind, n.trim().to_string()))
+                Ok((k.trim().to_string(), n.trim().to_string()))
             })
             .collect()
     }

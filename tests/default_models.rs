@@ -2,7 +2,7 @@
 //! the golden outputs PyTorch computed for it, and does something true end to end.
 mod common;
 use common::*;
-use dlserve::batching::ItemTensor;
+use dlserve::tensor::ItemTensor;
 use serde_json::json;
 
 fn golden(name: &str) -> serde_json::Value {
@@ -134,8 +134,9 @@ async fn forecast_and_anomaly_answer_in_user_units() {
     assert!(f.iter().all(|v| (355.0..380.0).contains(v)), "forecast stays in the plausible range: {f:?}");
     assert_eq!(b["forward_passes"], 2);
     // The golden anomaly rows (already scaled) are unscaled back to raw features here.
-    let cfg = s.registry.resolve("cancer-ae", None).unwrap().config.anomaly.clone().unwrap();
-    let sc = cfg.scaling.unwrap();
+    let cfg =
+        s.registry.resolve("cancer-ae", None).unwrap().config.section::<dlserve::kinds::anomaly::Anomaly>().unwrap();
+    let sc = cfg.scaling.clone().unwrap();
     let g = golden("cancer-ae");
     let data: Vec<f64> = g["inputs"][0]["data"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect();
     let rows: Vec<Vec<f64>> = data

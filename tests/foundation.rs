@@ -128,7 +128,7 @@ async fn responses_are_gzipped_only_when_large_and_not_images() {
     assert_eq!(r.status(), 200);
     assert!(r.headers().get("content-encoding").is_none(), "{:?}", r.headers());
     let small = r.bytes().await.unwrap();
-    assert!(small.len() < dlserve::COMPRESS_MIN_BYTES as usize, "{}", small.len());
+    assert!(small.len() < dlserve::server::COMPRESS_MIN_BYTES as usize, "{}", small.len());
     serde_json::from_slice::<serde_json::Value>(&small).unwrap();
     // A large JSON document (the OpenAPI spec): gzip, and it decompresses to the same document.
     let r = get_gz("/openapi.json").await.unwrap();
@@ -155,7 +155,7 @@ async fn responses_are_gzipped_only_when_large_and_not_images() {
     assert_eq!(r.headers()["content-type"], "image/png");
     assert!(r.headers().get("content-encoding").is_none());
     let png = r.bytes().await.unwrap();
-    assert!(png.len() >= dlserve::COMPRESS_MIN_BYTES as usize, "{}", png.len());
+    assert!(png.len() >= dlserve::server::COMPRESS_MIN_BYTES as usize, "{}", png.len());
 }
 
 /// A burst of connections larger than the 128 that `TcpListener::bind` would queue all connect

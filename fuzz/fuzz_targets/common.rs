@@ -2,9 +2,10 @@
 //! (digits-cnn, co2-lstm, cancer-ae) plus an RGB classifier so the three-channel paths run too.
 #![allow(dead_code)]
 
-use dlserve::registry::config::{
-    AnomalyConfig, ClassifierConfig, ClassifierOutput, ForecasterConfig, InvertPolicy, Scaling,
-};
+use dlserve::kinds::anomaly::AnomalyConfig;
+use dlserve::kinds::classifier::{ClassifierConfig, ClassifierOutput, InvertPolicy};
+use dlserve::kinds::forecaster::ForecasterConfig;
+use dlserve::kinds::Scaling;
 
 /// Pixel limit used by the image targets. The server's default is 4096 * 4096; a smaller one keeps
 /// each execution fast while still exercising the "too large" refusal (libFuzzer inputs are small,

@@ -10,8 +10,8 @@
 //!   fake reconstruction.
 //! * 3 `/v2/.../infer` `InferRequest`: inputs named like the shipped models' feed the same checks.
 //!
-//! The handlers' series and pixel flattening (`api::forecast::series_rows`,
-//! `api::classify::flatten_pixels`) are called directly, as is everything in `dlserve::kinds` and
+//! The handlers' series and pixel flattening (`kinds::forecaster::series_rows`,
+//! `kinds::classifier::flatten_pixels`) are called directly, as is everything in `dlserve::kinds` and
 //! the JSON parser. Bar: no panic.
 #![no_main]
 
@@ -46,7 +46,7 @@ fn classify(body: &[u8]) {
             }
         }
         if let Some(px) = &img.pixels {
-            let Ok((values, shape)) = dlserve::api::classify::flatten_pixels(px, img.shape.clone(), &field) else {
+            let Ok((values, shape)) = dlserve::kinds::classifier::flatten_pixels(px, img.shape.clone(), &field) else {
                 continue;
             };
             for cfg in [common::gray_classifier(), common::rgb_classifier()] {
@@ -65,7 +65,7 @@ fn forecast(body: &[u8]) {
         if forecaster::check_horizon(req.horizon, &cfg).is_err() {
             continue;
         }
-        let Ok((rows, _)) = dlserve::api::forecast::series_rows(&req.series, cfg.features as usize) else { continue };
+        let Ok((rows, _)) = dlserve::kinds::forecaster::series_rows(&req.series, cfg.features as usize) else { continue };
         if let (Some(start), Some(freq)) = (&req.start, &req.frequency) {
             if let Ok(step) = forecaster::parse_frequency(freq) {
                 if let Ok(ts) = forecaster::timestamps(start, step, rows.len(), req.horizon) {

@@ -1,14 +1,12 @@
 //! `POST /anomaly`: feature rows to anomaly scores, verdicts and the features behind them.
 
-use super::error::{parse_json, ApiError};
-use super::{served_headers, AppState, ModelSelector, RequestDeadline};
-use crate::batching::ItemTensor;
-use crate::kinds::anomaly::{self, Contribution};
-use crate::registry::config::Kind;
+use super::error::ApiError;
+use super::{pipeline, AppState, ModelSelector, RequestDeadline};
+use crate::kinds::anomaly::{self, Anomaly, Contribution};
+use crate::tensor::ItemTensor;
 use axum::extract::{Query, State};
 use axum::http::HeaderMap;
-use axum::response::IntoResponse;
-use axum::Json;
+use axum::response::Response;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -34,7 +32,7 @@ pub struct AnomalyRequest {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct RowScore {
     /// Reconstruction error: mean squared error over the features in the model's scaled space.
-    pub score: f32,
+    pub score: f64,
     /// The threshold compared against.
     pub threshold: f32,
     /// `score > threshold`.
@@ -82,14 +80,11 @@ pub async fn anomaly(
     RequestDeadline(deadline): RequestDeadline,
     headers: HeaderMap,
     body: bytes::Bytes,
-) -> Result<impl IntoResponse, ApiError> {
+) -> Result<Response, ApiError> {
     let Query(q) = q?;
-    super::require_json(&headers)?;
-    app.refuse_early_if_full(Kind::Anomaly)?;
-    let req: AnomalyRequest = parse_json(&body)?;
+    let req: AnomalyRequest = pipeline::json_body::<Anomaly, _>(&app, &headers, &body)?;
     app.check_items("rows", req.rows.len())?;
-    let v = app.pick_model(Kind::Anomaly, req.model.as_deref().or(q.model.as_deref()), req.version.or(q.version))?;
-    let cfg = v.config.anomaly.clone().expect("anomaly config");
+    let (v, cfg) = app.pick::<Anomaly>(req.model.as_deref().or(q.model.as_deref()), req.version.or(q.version))?;
     let (threshold, source) = match req.threshold {
         Some(t) if t.is_finite() && t >= 0.0 => (t, "request"),
         Some(_) => return Err(ApiError::invalid("threshold", "must be a finite number >= 0")),
@@ -100,45 +95,19 @@ pub async fn anomaly(
     if top > d {
         return Err(ApiError::invalid("top_features", format!("must be between 0 and {d} (the number of features)")));
     }
-    let mut raws = Vec::with_capacity(req.rows.len());
-    let mut scaled = Vec::with_capacity(req.rows.len());
-    for (i, row) in req.rows.iter().enumerate() {
-        let raw: Vec<f64> = match row {
-            serde_json::Value::Array(vals) => vals
-                .iter()
-                .enumerate()
-                .map(|(j, x)| {
-                    x.as_f64().ok_or_else(|| ApiError::invalid(format!("rows[{i}][{j}]"), "must be a number"))
-                })
-                .collect::<Result<_, _>>()?,
-            serde_json::Value::Object(m) => anomaly::named_row(m, i, &cfg)?,
-            _ => {
-                return Err(ApiError::invalid(
-                    format!("rows[{i}]"),
-                    format!("must be an array of {d} numbers or an object of feature values"),
-                ))
-            }
-        };
-        scaled.push(anomaly::prepare(&raw, i, &cfg)?);
-        raws.push(raw);
-    }
+    let raws = req.rows.iter().enumerate().map(|(i, r)| anomaly::raw_row(r, i, &cfg)).collect::<Result<Vec<_>, _>>()?;
+    let scaled = raws.iter().enumerate().map(|(i, r)| anomaly::prepare(r, i, &cfg)).collect::<Result<Vec<_>, _>>()?;
     let items = scaled.iter().map(|x| vec![ItemTensor::f32(vec![d as i64], x.clone())]).collect();
-    let outs = v.batcher.infer(items, deadline).await.map_err(|e| ApiError::from(e).for_model(&v))?;
+    let served = pipeline::infer(&v, items, deadline).await?;
     #[cfg(feature = "fault-injection")]
     if let Some(ms) = headers.get(POST_DELAY_HEADER).and_then(|h| h.to_str().ok()?.parse().ok()) {
         tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
     }
-    let results = outs
-        .iter()
-        .zip(scaled.iter().zip(&raws))
-        .map(|(o, (x, raw))| {
-            let (score, top_features) = anomaly::score(x, &o.outputs[0].data, raw, &cfg, top);
-            RowScore { score, threshold, is_anomaly: score > threshold, top_features }
+    let results = (0..raws.len())
+        .map(|i| {
+            let (score, top_features) = anomaly::score(&scaled[i], served.first_output(i), &raws[i], &cfg, top);
+            RowScore { score, threshold, is_anomaly: score > threshold as f64, top_features }
         })
         .collect();
-    let timings: Vec<_> = outs.iter().map(|o| o.timing).collect();
-    Ok((
-        served_headers(&v, &timings),
-        Json(AnomalyResponse { model: v.name.clone(), version: v.version, threshold_source: source, results }),
-    ))
+    Ok(served.json(AnomalyResponse { model: v.name.clone(), version: v.version, threshold_source: source, results }))
 }

@@ -1,14 +1,12 @@
 //! `POST /classify`: images to top-k labels with probabilities.
 
 use super::error::{parse_json, ApiError, ErrorType};
-use super::{served_headers, AppState};
-use crate::batching::ItemTensor;
-use crate::kinds::classifier::{self, Class, Pixels};
-use crate::registry::config::{ClassifierConfig, Kind};
+use super::{pipeline, AppState};
+use crate::kinds::classifier::{self, Class, Classifier, Source};
+use crate::tensor::ItemTensor;
 use axum::extract::{FromRequest, Multipart, Query, Request, State};
 use axum::http::header;
-use axum::response::IntoResponse;
-use axum::Json;
+use axum::response::Response;
 use base64::Engine;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -101,11 +99,6 @@ pub struct ClassifyResponse {
     pub results: Vec<ImageResult>,
 }
 
-enum Source {
-    Encoded(String, bytes::Bytes),
-    Values(String, Vec<f64>, Vec<usize>),
-}
-
 /// Classifies images with a CNN classifier.
 ///
 /// Send a raw image body (`image/png`, `image/jpeg`, `image/webp`, `image/gif`, `image/bmp`),
@@ -131,7 +124,7 @@ enum Source {
         (status = 503, description = "Model not ready", body = super::error::ErrorBody),
         (status = 504, description = "Deadline exceeded", body = super::error::ErrorBody),
     ))]
-pub async fn classify(State(app): State<AppState>, req: Request) -> Result<impl IntoResponse, ApiError> {
+pub async fn classify(State(app): State<AppState>, req: Request) -> Result<Response, ApiError> {
     let mut q: ClassifyQuery = Query::try_from_uri(req.uri()).map(|Query(q)| q).map_err(ApiError::from)?;
     let deadline = app.deadline(req.headers(), req.extensions())?;
     let ctype = req
@@ -195,7 +188,7 @@ pub async fn classify(State(app): State<AppState>, req: Request) -> Result<impl 
                     sources.push(Source::Encoded(field, bytes.into()));
                 }
                 (None, Some(px)) => {
-                    let (values, shape) = flatten_pixels(&px, img.shape, &field)?;
+                    let (values, shape) = classifier::flatten_pixels(&px, img.shape, &field)?;
                     sources.push(Source::Values(field, values, shape));
                 }
                 _ => return Err(ApiError::invalid(field, "give exactly one of base64 or pixels")),
@@ -219,7 +212,7 @@ pub async fn classify(State(app): State<AppState>, req: Request) -> Result<impl 
         ));
     }
     app.check_items("images", sources.len())?;
-    let v = app.pick_model(Kind::Classifier, q.model.as_deref(), q.version)?;
+    let (v, cfg) = app.pick::<Classifier>(q.model.as_deref(), q.version)?;
     // Refuse at once, before decoding anything, when the queue has no room for these images.
     v.batcher.has_room(sources.len()).map_err(|e| ApiError::from(e).for_model(&v))?;
     let classes = v.classes();
@@ -230,26 +223,24 @@ pub async fn classify(State(app): State<AppState>, req: Request) -> Result<impl 
             return Err(ApiError::invalid("top_k", format!("must be between 1 and {classes} (the number of classes)")))
         }
     };
-    let cfg = v.config.classifier.clone().expect("classifier config");
     let max_pixels = app.limits.max_image_pixels;
-    let rows = tokio::task::spawn_blocking(move || preprocess_all(sources, &cfg, max_pixels))
+    let pre = cfg.clone();
+    let rows = tokio::task::spawn_blocking(move || classifier::preprocess_all(sources, &pre, max_pixels))
         .await
         .map_err(|e| ApiError::internal(e.to_string()))??;
-    let shape = v.config.classifier.as_ref().expect("classifier").input_shape.to_vec();
+    let shape = cfg.input_shape.to_vec();
     let inverted: Vec<bool> = rows.iter().map(|r| r.1).collect();
     let items = rows.into_iter().map(|(row, _)| vec![ItemTensor::f32(shape.clone(), row)]).collect();
-    let outs = v.batcher.infer(items, deadline).await.map_err(|e| ApiError::from(e).for_model(&v))?;
-    let output = v.config.classifier.as_ref().expect("classifier").output;
-    let results = outs
-        .iter()
-        .zip(inverted)
-        .map(|(o, inverted)| {
-            let top = classifier::top_k(&o.outputs[0].data, output, &v.labels, top_k);
+    let served = pipeline::infer(&v, items, deadline).await?;
+    let results = inverted
+        .into_iter()
+        .enumerate()
+        .map(|(i, inverted)| {
+            let top = classifier::top_k(served.first_output(i), cfg.output, &v.labels, top_k);
             ImageResult { label: top[0].label.clone(), probability: top[0].probability, top_k: top, inverted }
         })
         .collect();
-    let timings: Vec<_> = outs.iter().map(|o| o.timing).collect();
-    Ok((served_headers(&v, &timings), Json(ClassifyResponse { model: v.name.clone(), version: v.version, results })))
+    Ok(served.json(ClassifyResponse { model: v.name.clone(), version: v.version, results }))
 }
 
 impl super::App {
@@ -270,78 +261,5 @@ fn multipart_error(status: axum::http::StatusCode, text: String) -> ApiError {
         ApiError::new(ErrorType::PayloadTooLarge, "request body exceeds the body limit (--body-limit-bytes)")
     } else {
         ApiError::new(ErrorType::BadRequest, format!("malformed multipart body: {text}"))
-    }
-}
-
-fn preprocess_all(
-    sources: Vec<Source>,
-    cfg: &ClassifierConfig,
-    max_pixels: u64,
-) -> Result<Vec<(Vec<f32>, bool)>, ApiError> {
-    sources
-        .into_iter()
-        .map(|s| {
-            let px: Pixels = match s {
-                Source::Encoded(field, bytes) => {
-                    let img = classifier::decode(&bytes, &field, max_pixels)?;
-                    classifier::from_image(&img, cfg.input_shape[0])
-                }
-                Source::Values(field, values, shape) => {
-                    classifier::from_values(&values, &shape, cfg, &field, max_pixels)?
-                }
-            };
-            Ok(classifier::to_row(px, cfg))
-        })
-        .collect()
-}
-
-/// Flattens nested pixel arrays (`[H][W]` or `[H][W][C]`) or checks a flat array against `shape`.
-/// Public so the request fuzz target exercises this very code.
-pub fn flatten_pixels(
-    v: &serde_json::Value,
-    shape: Option<Vec<usize>>,
-    field: &str,
-) -> Result<(Vec<f64>, Vec<usize>), ApiError> {
-    let pf = format!("{field}.pixels");
-    let mut out = Vec::new();
-    let mut dims: Vec<usize> = Vec::new();
-    fn walk(
-        v: &serde_json::Value,
-        depth: usize,
-        dims: &mut Vec<usize>,
-        out: &mut Vec<f64>,
-        field: &str,
-    ) -> Result<(), ApiError> {
-        match v {
-            serde_json::Value::Number(n) => {
-                if depth != dims.len() {
-                    return Err(ApiError::invalid(field, "nested arrays must be rectangular"));
-                }
-                out.push(n.as_f64().unwrap_or(f64::NAN));
-                Ok(())
-            }
-            serde_json::Value::Array(a) => {
-                if depth > 3 {
-                    return Err(ApiError::invalid(field, "at most 3 levels of nesting ([H][W][C])"));
-                }
-                if dims.len() == depth {
-                    if !out.is_empty() {
-                        return Err(ApiError::invalid(field, "nested arrays must be rectangular"));
-                    }
-                    dims.push(a.len());
-                } else if dims[depth] != a.len() {
-                    return Err(ApiError::invalid(field, "nested arrays must be rectangular"));
-                }
-                a.iter().try_for_each(|x| walk(x, depth + 1, dims, out, field))
-            }
-            _ => Err(ApiError::invalid(field, "must hold only numbers")),
-        }
-    }
-    walk(v, 0, &mut dims, &mut out, &pf)?;
-    match (shape, dims.len()) {
-        (Some(s), 1) => Ok((out, s)),
-        (None, 2 | 3) => Ok((out, dims)),
-        (None, _) => Err(ApiError::invalid(pf, "give nested [H][W] or [H][W][C] arrays, or a flat array with shape")),
-        (Some(_), _) => Err(ApiError::invalid(format!("{field}.shape"), "only goes with a flat pixels array")),
     }
 }

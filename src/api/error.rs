@@ -187,6 +187,24 @@ impl ApiError {
         let body = serde_json::json!({ "error": self.client_message() });
         finish(status, self.retry_after, self.model, axum::Json(body).into_response())
     }
+
+    /// Renders in the shape of the router the request came through.
+    pub fn render(self, format: ErrorFormat) -> Response {
+        match format {
+            ErrorFormat::Domain => self.into_response(),
+            ErrorFormat::V2 => self.into_v2_response(),
+        }
+    }
+}
+
+/// The error body shape of one router: each router renders every error in its own shape, also
+/// those its middleware makes (drain, timeout, panic, body limit, wrong method).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorFormat {
+    /// `{"error": {"type", "message", "field"}}`: the domain endpoints, models and operations.
+    Domain,
+    /// `{"error": "..."}`: the Open Inference Protocol under `/v2`.
+    V2,
 }
 
 fn finish(status: StatusCode, retry_after: Option<u64>, model: Option<(String, u64)>, mut resp: Response) -> Response {
@@ -222,7 +240,7 @@ impl From<KindError> for ApiError {
             KindError::Undecodable { field, .. } => {
                 ApiError { message, field: Some(field), ..ApiError::new(ErrorType::UndecodableImage, "") }
             }
-            KindError::TooLarge { field, .. } => {
+            KindError::TooLarge { field, .. } | KindError::TooLargeToRead { field, .. } => {
                 ApiError { message, field: Some(field), ..ApiError::new(ErrorType::PayloadTooLarge, "") }
             }
         }
@@ -239,7 +257,7 @@ impl From<RegistryError> for ApiError {
             RegistryError::NotReady { .. } => {
                 ApiError { retry_after: Some(5), ..ApiError::new(ErrorType::ModelNotReady, message) }
             }
-            RegistryError::InvalidName(_) => {
+            RegistryError::InvalidName(_) | RegistryError::OutsideRepository(_) => {
                 ApiError { field: Some("model".into()), ..ApiError::new(ErrorType::InvalidInput, message) }
             }
             RegistryError::LoadFailed(_) => ApiError::new(ErrorType::LoadFailed, message),

@@ -1,14 +1,11 @@
 //! `POST /forecast`: a history and a horizon to a forecast, with intervals when the model gives quantiles.
 
-use super::error::{parse_json, ApiError};
-use super::{served_headers, AppState, ModelSelector, RequestDeadline};
-use crate::batching::{ItemTensor, Timing};
-use crate::kinds::forecaster::{self, Chunk};
-use crate::registry::config::Kind;
+use super::error::ApiError;
+use super::{pipeline, AppState, ModelSelector, RequestDeadline};
+use crate::kinds::forecaster::{self, Forecaster, Rollout};
 use axum::extract::{Query, State};
 use axum::http::HeaderMap;
-use axum::response::IntoResponse;
-use axum::Json;
+use axum::response::Response;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -87,15 +84,12 @@ pub async fn forecast(
     RequestDeadline(deadline): RequestDeadline,
     headers: HeaderMap,
     body: bytes::Bytes,
-) -> Result<impl IntoResponse, ApiError> {
+) -> Result<Response, ApiError> {
     let Query(q) = q?;
-    super::require_json(&headers)?;
-    app.refuse_early_if_full(Kind::Forecaster)?;
-    let req: ForecastRequest = parse_json(&body)?;
-    let v = app.pick_model(Kind::Forecaster, req.model.as_deref().or(q.model.as_deref()), req.version.or(q.version))?;
-    let cfg = v.config.forecaster.clone().expect("forecaster config");
+    let req: ForecastRequest = pipeline::json_body::<Forecaster, _>(&app, &headers, &body)?;
+    let (v, cfg) = app.pick::<Forecaster>(req.model.as_deref().or(q.model.as_deref()), req.version.or(q.version))?;
     forecaster::check_horizon(req.horizon, &cfg)?;
-    let (rows, flat) = series_rows(&req.series, cfg.features as usize)?;
+    let (rows, flat) = forecaster::series_rows(&req.series, cfg.features as usize)?;
     let step = match (&req.start, &req.frequency) {
         (Some(_), Some(f)) => Some(forecaster::parse_frequency(f)?),
         (None, None) => None,
@@ -111,23 +105,11 @@ pub async fn forecast(
         _ => None,
     };
     let prepared = forecaster::prepare(&rows, &cfg)?;
-    let f = cfg.features as usize;
-    let mut window = prepared.window.clone();
-    let mut point: Vec<Vec<f32>> = Vec::with_capacity(req.horizon);
-    let mut quant: Vec<Vec<Vec<f32>>> = vec![Vec::new(); cfg.quantiles.len()];
-    let mut timings: Vec<Timing> = Vec::new();
-    while point.len() < req.horizon {
-        let t = (window.len() / f) as i64;
-        let item = vec![ItemTensor::f32(vec![t, f as i64], window.clone())];
-        let out = v.batcher.infer(vec![item], deadline).await.map_err(|e| ApiError::from(e).for_model(&v))?.remove(0);
-        timings.push(out.timing);
-        let Chunk { point: p, quantiles } = forecaster::split_output(&out.outputs[0].data, &cfg);
-        let take = p.len().min(req.horizon - point.len());
-        for (j, qv) in quantiles.into_iter().enumerate() {
-            quant[j].extend(qv.into_iter().take(take));
-        }
-        forecaster::roll(&mut window, &p[..take], &cfg);
-        point.extend(p.into_iter().take(take));
+    let mut rollout = Rollout::new(&prepared, req.horizon, &cfg);
+    let mut served = pipeline::Served::on(&v);
+    while let Some(item) = rollout.next_item(&cfg) {
+        served.run(vec![item], deadline).await?;
+        rollout.feed(served.first_output(0), &cfg);
     }
     let render = |steps: &[Vec<f32>]| -> serde_json::Value {
         let unscaled: Vec<Vec<f32>> = steps
@@ -140,53 +122,21 @@ pub async fn forecast(
             serde_json::json!(unscaled)
         }
     };
-    let quantiles =
-        cfg.quantiles.iter().zip(&quant).map(|(l, qv)| QuantileForecast { level: *l, values: render(qv) }).collect();
+    let quantiles = cfg
+        .quantiles
+        .iter()
+        .zip(&rollout.quantiles)
+        .map(|(l, qv)| QuantileForecast { level: *l, values: render(qv) })
+        .collect();
     let body = ForecastResponse {
         model: v.name.clone(),
         version: v.version,
-        forecast: render(&point),
+        forecast: render(&rollout.point),
         quantiles,
         timestamps,
         context_used: prepared.context_used,
         truncated: prepared.truncated,
-        forward_passes: timings.len(),
+        forward_passes: served.timings.len(),
     };
-    Ok((served_headers(&v, &timings), Json(body)))
-}
-
-/// Reads `series` as rows of `f` values; a flat list of numbers is accepted for univariate models.
-/// Public so the request fuzz target exercises this very code.
-pub fn series_rows(v: &serde_json::Value, f: usize) -> Result<(Vec<Vec<f64>>, bool), ApiError> {
-    let serde_json::Value::Array(items) = v else {
-        return Err(ApiError::invalid("series", "must be an array of numbers (or of rows of numbers)"));
-    };
-    let num = |x: &serde_json::Value, field: String| -> Result<f64, ApiError> {
-        x.as_f64().ok_or_else(|| ApiError::invalid(field, "must be a number"))
-    };
-    if items.first().is_some_and(|x| x.is_array()) {
-        let rows = items
-            .iter()
-            .enumerate()
-            .map(|(t, r)| match r {
-                serde_json::Value::Array(vals) => {
-                    vals.iter().enumerate().map(|(i, x)| num(x, format!("series[{t}][{i}]"))).collect()
-                }
-                _ => Err(ApiError::invalid(format!("series[{t}]"), format!("must be a row of {f} numbers"))),
-            })
-            .collect::<Result<Vec<Vec<f64>>, _>>()?;
-        return Ok((rows, false));
-    }
-    if f != 1 && !items.is_empty() {
-        return Err(ApiError::invalid(
-            "series",
-            format!("this model takes {f} features per step; send rows of {f} numbers"),
-        ));
-    }
-    let rows = items
-        .iter()
-        .enumerate()
-        .map(|(t, x)| num(x, format!("series[{t}]")).map(|v| vec![v]))
-        .collect::<Result<_, _>>()?;
-    Ok((rows, true))
+    Ok(served.json(body))
 }

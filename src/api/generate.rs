@@ -1,10 +1,8 @@
 //! `GET /generate`: images from a GAN generator, as a PNG grid or as pixel arrays.
 
 use super::error::ApiError;
-use super::{served_headers, AppState, RequestDeadline};
-use crate::batching::ItemTensor;
-use crate::kinds::generator;
-use crate::registry::config::Kind;
+use super::{pipeline, AppState, RequestDeadline};
+use crate::kinds::generator::{self, Generator};
 use axum::extract::{Query, State};
 use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
@@ -91,8 +89,7 @@ pub async fn generate(
     RequestDeadline(deadline): RequestDeadline,
 ) -> Result<Response, ApiError> {
     let Query(q) = q?;
-    let v = app.pick_model(Kind::Generator, q.model.as_deref(), q.version)?;
-    let cfg = v.config.generator.clone().expect("generator config");
+    let (v, cfg) = app.pick::<Generator>(q.model.as_deref(), q.version)?;
     let max_n = cfg.max_n.min(app.limits.max_items);
     let n = q.n.unwrap_or(1);
     if n < 1 || n > max_n {
@@ -100,22 +97,12 @@ pub async fn generate(
     }
     let seed = q.seed.unwrap_or_else(rand::random::<u64>);
     let labels = generator::labels(q.label.as_deref(), n, seed, &cfg)?;
-    let z_dim = cfg.latent_dim as usize;
-    let items: Vec<Vec<ItemTensor>> = (0..n)
-        .map(|i| {
-            let mut item = vec![ItemTensor::f32(vec![cfg.latent_dim], generator::latent(seed, i as u64, z_dim))];
-            if let Some(l) = labels.get(i) {
-                item.push(ItemTensor::i64(vec![], vec![*l]));
-            }
-            item
-        })
-        .collect();
-    let outs = v.batcher.infer(items, deadline).await.map_err(|e| ApiError::from(e).for_model(&v))?;
+    let items = (0..n).map(|i| generator::item(seed, i, &labels, &cfg)).collect();
+    let served = pipeline::infer(&v, items, deadline).await?;
     let [c, h, w] = cfg.output_shape.map(|d| d as usize);
     let images: Vec<Vec<u8>> =
-        outs.iter().map(|o| generator::chw_to_hwc(&generator::to_u8(&o.outputs[0].data), c, h, w)).collect();
-    let timings: Vec<_> = outs.iter().map(|o| o.timing).collect();
-    let mut hdrs = served_headers(&v, &timings);
+        (0..n).map(|i| generator::chw_to_hwc(&generator::to_u8(served.first_output(i)), c, h, w)).collect();
+    let mut hdrs = served.headers();
     hdrs.insert(header::HeaderName::from_static("x-seed"), HeaderValue::from(seed));
     match q.format.unwrap_or_default() {
         Format::Png => {
@@ -127,19 +114,15 @@ pub async fn generate(
         }
         Format::Json => {
             let images = images
-                .into_iter()
+                .iter()
                 .enumerate()
                 .map(|(i, px)| {
-                    let pixels = if c == 1 {
-                        serde_json::json!(px.chunks(w).map(|r| r.to_vec()).collect::<Vec<_>>())
-                    } else {
-                        serde_json::json!(px
-                            .chunks(w * c)
-                            .map(|r| r.chunks(c).map(|p| p.to_vec()).collect::<Vec<_>>())
-                            .collect::<Vec<_>>())
-                    };
                     let label = labels.get(i).copied();
-                    GeneratedImage { label, label_name: label.and_then(|l| v.labels.get(l as usize).cloned()), pixels }
+                    GeneratedImage {
+                        label,
+                        label_name: label.and_then(|l| v.labels.get(l as usize).cloned()),
+                        pixels: generator::pixels_json(px, c, w),
+                    }
                 })
                 .collect();
             Ok((hdrs, Json(GenerateResponse { model: v.name.clone(), version: v.version, seed, images }))

@@ -1,13 +1,16 @@
 //! Cross-cutting request handling: request ids, tracing spans, the error shape for responses
 //! made outside the handlers, per-route metrics, the request timeout, and drain.
+//!
+//! Every layer that makes an error response takes the router's [`ErrorFormat`]: each router
+//! (domain, `/v2`) is wrapped in its own stack by [`error_layers`], so one router has one shape.
 
-use super::error::{ApiError, ErrorType};
+use super::error::{ApiError, ErrorFormat, ErrorType};
 use super::{AppState, MODEL_HEADER};
 use axum::body::Body;
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use tower_http::request_id::{MakeRequestId, RequestId};
 
 /// Request ids: 16 random hex digits, unless the client sent `x-request-id`.
@@ -19,6 +22,24 @@ impl MakeRequestId for MakeId {
         let id = format!("{:016x}", rand::random::<u64>());
         HeaderValue::from_str(&id).ok().map(RequestId::new)
     }
+}
+
+/// Longest client `x-request-id` kept; a longer one, or one with other characters than
+/// `A-Z a-z 0-9 . _ - :`, is replaced by a fresh id (it is echoed and written into every log line).
+pub const MAX_REQUEST_ID_LEN: usize = 128;
+
+/// Drops a client `x-request-id` that is too long or could forge log lines, so a fresh one is made.
+pub async fn sanitize_request_id(mut req: Request, next: Next) -> Response {
+    let ok = |v: &HeaderValue| {
+        let b = v.as_bytes();
+        !b.is_empty()
+            && b.len() <= MAX_REQUEST_ID_LEN
+            && b.iter().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'-' | b':'))
+    };
+    if req.headers().get("x-request-id").is_some_and(|v| !ok(v)) {
+        req.headers_mut().remove("x-request-id");
+    }
+    next.run(req).await
 }
 
 /// The span of one request; `route` and `status` are filled in as they become known.
@@ -36,17 +57,21 @@ pub fn make_span(req: &axum::http::Request<Body>) -> tracing::Span {
 }
 
 /// Records status and latency on the request span and logs one line per response.
-pub fn on_response(res: &Response, latency: std::time::Duration, span: &tracing::Span) {
+pub fn on_response<B>(res: &axum::http::Response<B>, latency: std::time::Duration, span: &tracing::Span) {
     span.record("status", res.status().as_u16());
     span.record("latency_ms", latency.as_secs_f64() * 1e3);
     tracing::info!(status = res.status().as_u16(), latency_ms = latency.as_secs_f64() * 1e3, "response");
 }
 
-/// Gives every error response made outside a handler (unknown route, wrong method, body limit,
-/// timeout) the API's error shape; `/v2` errors get the protocol's `{"error": "..."}`.
-pub async fn error_shape(req: Request, next: Next) -> Response {
-    let v2 = req.uri().path().starts_with("/v2");
+/// Gives every error response made outside a handler (wrong method, body limit, extractor
+/// rejections) the router's error shape.
+pub async fn error_shape(format: ErrorFormat, req: Request, next: Next) -> Response {
     let res = next.run(req).await;
+    fix_shape(format, res)
+}
+
+/// The error shape for a response that has none: any non-2xx that is not JSON yet.
+pub fn fix_shape(format: ErrorFormat, res: Response) -> Response {
     let status = res.status();
     let is_json = res
         .headers()
@@ -65,8 +90,7 @@ pub async fn error_shape(req: Request, next: Next) -> Response {
     };
     let retry = res.headers().get(header::RETRY_AFTER).cloned();
     let allow = res.headers().get(header::ALLOW).cloned();
-    let err = ApiError { ty, ..ApiError::new(ty, message) };
-    let mut out = if v2 { err.into_v2_response() } else { err.into_response() };
+    let mut out = ApiError::new(ty, message).render(format);
     *out.status_mut() = status;
     if let Some(r) = retry {
         out.headers_mut().insert(header::RETRY_AFTER, r);
@@ -78,11 +102,11 @@ pub async fn error_shape(req: Request, next: Next) -> Response {
 }
 
 /// Counts requests per route, model and outcome, and names the route on the span.
-pub async fn record(State(app): State<AppState>, req: Request, next: Next) -> Response {
+pub async fn record(State(app): State<AppState>, format: ErrorFormat, req: Request, next: Next) -> Response {
     let route = req.extensions().get::<MatchedPath>().map(|m| m.as_str().to_string()).unwrap_or_default();
     tracing::Span::current().record("route", route.as_str());
-    let inference =
-        ["/classify", "/forecast", "/anomaly", "/generate"].contains(&route.as_str()) || route.ends_with("/infer");
+    let inference = crate::kinds::KINDS.iter().any(|k| k.endpoint.split_once(' ').is_some_and(|(_, p)| p == route))
+        || route.ends_with("/infer");
     // A bad deadline header is the handler's to refuse; here only a valid one matters.
     let deadline = if inference { app.deadline(req.headers(), req.extensions()).ok() } else { None };
     let mut res = next.run(req).await;
@@ -100,7 +124,7 @@ pub async fn record(State(app): State<AppState>, req: Request, next: Next) -> Re
                     dl.budget.as_millis()
                 ),
             );
-            let mut late = if route.starts_with("/v2") { err.into_v2_response() } else { err.into_response() };
+            let mut late = err.render(format);
             for h in [&MODEL_HEADER, &super::VERSION_HEADER] {
                 if let Some(v) = res.headers().get(h) {
                     late.headers_mut().insert(h.clone(), v.clone());
@@ -125,7 +149,7 @@ pub async fn record(State(app): State<AppState>, req: Request, next: Next) -> Re
 }
 
 /// Applies the whole-request timeout and refuses new work once shutdown has begun.
-pub async fn guard(State(app): State<AppState>, mut req: Request, next: Next) -> Response {
+pub async fn guard(State(app): State<AppState>, format: ErrorFormat, mut req: Request, next: Next) -> Response {
     req.extensions_mut().insert(super::Arrival(std::time::Instant::now()));
     let path = req.uri().path();
     let health = path.starts_with("/health") || path.starts_with("/v2/health") || path == "/metrics";
@@ -134,9 +158,13 @@ pub async fn guard(State(app): State<AppState>, mut req: Request, next: Next) ->
             retry_after: Some(1),
             ..ApiError::new(ErrorType::ShuttingDown, "the server is shutting down; retry on another instance")
         }
-        .into_response();
+        .render(format);
         res.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
         return res;
+    }
+    #[cfg(feature = "fault-injection")]
+    if req.headers().contains_key(PANIC_HEADER) {
+        panic!("fault injection: {PANIC_HEADER}");
     }
     let limit = app.limits.request_timeout;
     match tokio::time::timeout(limit, next.run(req)).await {
@@ -145,17 +173,59 @@ pub async fn guard(State(app): State<AppState>, mut req: Request, next: Next) ->
             ErrorType::DeadlineExceeded,
             format!("request exceeded the request timeout of {} ms", limit.as_millis()),
         )
-        .into_response(),
+        .render(format),
     }
 }
 
-/// Turns a panic that escaped a handler into a 500 in the error shape; the panic is logged.
-pub fn panic_response(err: Box<dyn std::any::Any + Send + 'static>) -> Response {
+/// Test hook: a request with this header panics inside the router's layers (fault-injection builds only).
+#[cfg(feature = "fault-injection")]
+pub const PANIC_HEADER: &str = "x-test-panic";
+
+/// Turns a panic that escaped a handler into a 500 in the router's error shape; the panic is logged.
+pub fn panic_response(format: ErrorFormat, err: Box<dyn std::any::Any + Send + 'static>) -> Response {
     let what = err
         .downcast_ref::<String>()
         .cloned()
         .or_else(|| err.downcast_ref::<&str>().map(|s| s.to_string()))
         .unwrap_or_default();
     tracing::error!(panic = %what, "handler panicked");
-    ApiError::new(ErrorType::Internal, "internal error; the details are in the server log").into_response()
+    ApiError::new(ErrorType::Internal, "internal error; the details are in the server log").render(format)
+}
+
+/// Wraps one router in the layers that can answer with an error, all in that router's `format`:
+/// metrics per route (innermost, so it sees the final status), error-shape fixer, panic catcher,
+/// drain guard with the whole-request timeout, and the body limit.
+pub fn error_layers(router: axum::Router<AppState>, state: &AppState, format: ErrorFormat) -> axum::Router<AppState> {
+    use tower_http::catch_panic::CatchPanicLayer;
+    let body_limit = state.limits.body_limit;
+    router
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            move |st: State<AppState>, req: Request, next: Next| record(st, format, req, next),
+        ))
+        .layer(
+            tower::ServiceBuilder::new()
+                .layer(axum::middleware::from_fn(move |req: Request, next: Next| error_shape(format, req, next)))
+                .layer(CatchPanicLayer::custom(move |e: Box<dyn std::any::Any + Send + 'static>| {
+                    panic_response(format, e)
+                }))
+                .layer(axum::middleware::from_fn_with_state(
+                    state.clone(),
+                    move |st: State<AppState>, req: Request, next: Next| guard(st, format, req, next),
+                ))
+                // gzip and deflate request bodies are decompressed (other encodings get 415); the
+                // body limit below applies to the decompressed bytes, so a bomb gets 413.
+                .layer(tower_http::decompression::RequestDecompressionLayer::new().gzip(true).deflate(true))
+                .layer(axum::extract::DefaultBodyLimit::max(body_limit)),
+        )
+}
+
+/// The answer for a path no router has: 404 in the shape of the router that owns the prefix.
+pub async fn not_found(req: Request) -> Response {
+    let format = if req.uri().path() == "/v2" || req.uri().path().starts_with("/v2/") {
+        ErrorFormat::V2
+    } else {
+        ErrorFormat::Domain
+    };
+    ApiError::new(ErrorType::NotFound, "no such route").render(format)
 }

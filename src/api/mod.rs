@@ -1,6 +1,7 @@
 //! The HTTP API: one module per resource, each handler beside its request and response types.
 //! Routes are registered with utoipa-axum's `routes!`, so a route cannot exist without its
-//! OpenAPI entry.
+//! OpenAPI entry. The domain endpoints share one pipeline ([`pipeline`]); each handler only parses,
+//! calls it, and responds. Two routers, each with its own error shape: the domain one and `/v2`.
 
 pub mod anomaly;
 pub mod classify;
@@ -10,11 +11,12 @@ pub mod generate;
 pub mod health;
 pub mod middleware;
 pub mod models;
+pub mod pipeline;
 pub mod v2;
 
 use crate::batching::{Deadline, Timing};
+use crate::kinds::Kind;
 use crate::metrics::Metrics;
-use crate::registry::config::Kind;
 use crate::registry::{LoadedVersion, Registry};
 use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use error::{ApiError, ErrorType};
@@ -66,8 +68,8 @@ pub struct App {
     pub limits: Limits,
     /// Admin bearer token; admin routes are off when `None`.
     pub admin_token: Option<String>,
-    /// Configured default model per kind.
-    pub default_models: HashMap<Kind, String>,
+    /// Configured default model per kind name.
+    pub default_models: HashMap<&'static str, String>,
     /// CORS origins; empty = off.
     pub cors_origins: Vec<String>,
     /// Set once shutdown begins: readiness fails and new requests are refused.
@@ -107,17 +109,30 @@ pub static VERSION_HEADER: HeaderName = HeaderName::from_static("x-model-version
 pub static DEADLINE_HEADER: HeaderName = HeaderName::from_static("x-deadline-ms");
 
 impl App {
-    /// Resolves the model for an endpoint of `kind`: the named one (checked to be of that
-    /// kind), the configured default, or the only one of that kind.
-    pub fn pick_model(
+    /// Resolves the model for an endpoint of kind `K`: the named one (checked to be of that
+    /// kind), the configured default, or the only one of that kind; with its section, typed.
+    pub fn pick<K: Kind>(
         &self,
-        kind: Kind,
+        model: Option<&str>,
+        version: Option<u64>,
+    ) -> Result<(Arc<LoadedVersion>, Arc<K::Config>), ApiError> {
+        let v = self.pick_model(K::NAME, model, version)?;
+        // The kind's name matched; its section is of its type.
+        match v.config.section::<K>() {
+            Some(cfg) => Ok((v, cfg)),
+            None => Err(ApiError::internal(format!("model '{}' has no {} section", v.name, K::NAME))),
+        }
+    }
+
+    fn pick_model(
+        &self,
+        kind: &str,
         model: Option<&str>,
         version: Option<u64>,
     ) -> Result<Arc<LoadedVersion>, ApiError> {
         let name = match model.filter(|m| !m.is_empty()) {
             Some(m) => m.to_string(),
-            None => match self.default_models.get(&kind) {
+            None => match self.default_models.get(kind) {
                 Some(d) => d.clone(),
                 None => {
                     let mut candidates = self.registry.serving_of_kind(kind);
@@ -177,7 +192,7 @@ impl App {
     /// large JSON body. Applies when one model of `kind` with one version is serving (any other
     /// layout is checked after parsing, when the target is known); while that queue is full, a
     /// request with a bad body gets the 429 too.
-    pub fn refuse_early_if_full(&self, kind: Kind) -> Result<(), ApiError> {
+    pub fn refuse_early_if_full(&self, kind: &str) -> Result<(), ApiError> {
         match self.registry.sole_version_of_kind(kind) {
             Some(v) => v.batcher.has_room(1).map_err(|e| ApiError::from(e).for_model(&v)),
             None => Ok(()),
@@ -260,8 +275,8 @@ impl utoipa::Modify for BearerAuth {
     }
 }
 
-/// All routes with their OpenAPI entries.
-pub fn router() -> OpenApiRouter<AppState> {
+/// The domain, registry and operations routes with their OpenAPI entries (errors in the domain shape).
+pub fn domain_router() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(classify::classify))
         .routes(routes!(forecast::forecast))
@@ -275,13 +290,36 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(health::live))
         .routes(routes!(health::ready))
         .routes(routes!(health::metrics))
-        .merge(v2::router())
 }
 
 /// The OpenAPI document the code generates (what `/openapi.json` serves and `openapi/` holds).
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    let (_, api) = router().split_for_parts();
-    api
+    routers().2
+}
+
+/// Both routers, unwrapped, and the OpenAPI document of all their routes.
+fn routers() -> (axum::Router<AppState>, axum::Router<AppState>, utoipa::openapi::OpenApi) {
+    let (domain, mut doc) = domain_router().split_for_parts();
+    let (v2, v2_doc) = v2::router().split_for_parts();
+    doc.merge(v2_doc);
+    (domain, v2, doc)
+}
+
+/// Every route, each router wrapped in the layers of its own error shape, plus `/openapi.json`
+/// and the 404 for unknown paths (in the shape of the router owning the prefix).
+pub fn routes(state: &AppState) -> axum::Router<AppState> {
+    let (domain, v2, doc) = routers();
+    let doc = Arc::new(doc);
+    let domain = domain.route(
+        "/openapi.json",
+        axum::routing::get(move || {
+            let doc = doc.clone();
+            async move { axum::Json((*doc).clone()) }
+        }),
+    );
+    middleware::error_layers(domain, state, error::ErrorFormat::Domain)
+        .merge(middleware::error_layers(v2, state, error::ErrorFormat::V2))
+        .fallback(middleware::not_found)
 }
 
 /// Refuses a body that is not declared as JSON (415).

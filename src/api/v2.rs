@@ -8,15 +8,14 @@
 
 use super::error::{ApiError, ErrorType};
 use super::AppState;
-use crate::batching::{ItemTensor, TensorData};
-use crate::kinds::{self, TensorSpec};
-use crate::registry::{LoadedVersion, ModelState};
+use crate::kinds::{ServedKind, TensorSpec};
+use crate::registry::ModelState;
+use crate::tensor::{ItemTensor, TensorData};
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::{Deserialize, Serialize};
-use std::sync::Arc;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -25,6 +24,7 @@ use utoipa_axum::routes;
 pub static HEADER_LENGTH: HeaderName = HeaderName::from_static("inference-header-content-length");
 
 /// An error rendered in the protocol's `{"error": "..."}` shape.
+#[derive(Debug)]
 pub struct V2Error(ApiError);
 
 impl<E: Into<ApiError>> From<E> for V2Error {
@@ -214,8 +214,8 @@ fn metadata(app: &AppState, name: &str, version: Option<u64>) -> Result<ModelMet
         name: name.to_string(),
         versions: info.versions.iter().map(|v| v.version.to_string()).collect(),
         platform: "pytorch_torchscript",
-        inputs: kinds::inputs(&v.config),
-        outputs: kinds::outputs(&v.config, v.classes()),
+        inputs: v.config.kind.inputs(),
+        outputs: v.config.kind.outputs(&v.labels),
     })
 }
 
@@ -399,196 +399,19 @@ async fn run_infer(
     body: bytes::Bytes,
 ) -> Result<Response, V2Error> {
     let v = app.registry.resolve(&model, version)?;
-    let tag = |e: ApiError| V2Error(e.for_model(&v));
-    let (json_part, mut binary) = match headers.get(&HEADER_LENGTH) {
-        Some(h) => {
-            let n: usize = h
-                .to_str()
-                .ok()
-                .and_then(|s| s.trim().parse().ok())
-                .ok_or_else(|| bad("Inference-Header-Content-Length is not a number"))?;
-            if n > body.len() {
-                return Err(bad(format!("Inference-Header-Content-Length {n} exceeds the body length {}", body.len())));
-            }
-            (body.slice(..n), body.slice(n..))
-        }
-        None => (body.clone(), bytes::Bytes::new()),
-    };
+    let (json_part, binary) = split_body(&headers, body)?;
     let req: InferRequest = super::error::parse_json(&json_part).map_err(V2Error)?;
-    let specs = kinds::inputs(&v.config);
-    if req.inputs.len() != specs.len() {
-        let names: Vec<&str> = specs.iter().map(|s| s.name.as_str()).collect();
-        return Err(bad(format!(
-            "model '{model}' takes {} input(s) ({}); the request has {}",
-            specs.len(),
-            names.join(", "),
-            req.inputs.len()
-        )));
-    }
-    let mut columns: Vec<Option<(Vec<i64>, TensorData)>> = vec![None; specs.len()];
-    let mut batch: Option<i64> = None;
-    for input in &req.inputs {
-        let idx = specs
-            .iter()
-            .position(|s| s.name == input.name)
-            .or_else(|| {
-                input
-                    .name
-                    .to_ascii_lowercase()
-                    .strip_prefix("input__")
-                    .and_then(|n| n.parse::<usize>().ok())
-                    .filter(|n| *n < specs.len())
-            })
-            .ok_or_else(|| {
-                bad(format!(
-                    "unknown input '{}'; model '{model}' takes {}",
-                    input.name,
-                    specs.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(", ")
-                ))
-            })?;
-        if columns[idx].is_some() {
-            return Err(bad(format!("input '{}' is given twice", input.name)));
-        }
-        let spec = &specs[idx];
-        let size = elem_size(&input.datatype).ok_or_else(|| {
-            bad(format!(
-                "input '{}': datatype '{}' is not supported (use FP32, FP64, INT32, INT64, UINT8, INT8, INT16 or BOOL)",
-                input.name, input.datatype
-            ))
-        })?;
-        if input.shape.len() != spec.shape.len() || input.shape.iter().any(|d| *d < 0) {
-            return Err(bad(format!(
-                "input '{}': shape {:?} does not match {:?}",
-                input.name, input.shape, spec.shape
-            )));
-        }
-        for (i, (got, want)) in input.shape.iter().zip(&spec.shape).enumerate().skip(1) {
-            if *want >= 0 && got != want {
-                return Err(bad(format!("input '{}': dimension {i} is {got}, the model needs {want}", input.name)));
-            }
-        }
-        let b = input.shape[0];
-        if b < 1 || b as usize > app.limits.max_items {
-            return Err(V2Error(ApiError::new(
-                ErrorType::InvalidInput,
-                format!("input '{}': batch dimension must be between 1 and {}", input.name, app.limits.max_items),
-            )));
-        }
-        if *batch.get_or_insert(b) != b {
-            return Err(bad("all inputs must have the same batch dimension"));
-        }
-        let numel: i64 = input.shape.iter().product();
-        let binary_size = input.parameters.as_ref().and_then(|p| p.get("binary_data_size")).and_then(|v| v.as_u64());
-        let raw = match (binary_size, &input.data) {
-            (Some(n), None) => {
-                let n = n as usize;
-                if n > binary.len() {
-                    return Err(bad(format!(
-                        "input '{}': binary_data_size {n} exceeds the {} binary bytes left",
-                        input.name,
-                        binary.len()
-                    )));
-                }
-                if n != numel as usize * size {
-                    return Err(bad(format!(
-                        "input '{}': binary_data_size {n} does not match shape {:?} of {}",
-                        input.name, input.shape, input.datatype
-                    )));
-                }
-                let chunk = binary.split_to(n);
-                decode_binary(&chunk, &input.datatype)
-            }
-            (None, Some(d)) => decode_json(d, &input.datatype, &input.name)?,
-            _ => return Err(bad(format!("input '{}': give either data or parameters.binary_data_size", input.name))),
-        };
-        let data = convert(raw, spec, &input.datatype)?;
-        if data.len() != numel as usize {
-            return Err(bad(format!(
-                "input '{}': {} values do not fill shape {:?}",
-                input.name,
-                data.len(),
-                input.shape
-            )));
-        }
-        check_contract(&v, idx, &input.shape)?;
-        check_labels(&v, idx, &data)?;
-        columns[idx] = Some((input.shape[1..].to_vec(), data));
-    }
-    let b = batch.unwrap_or(0) as usize;
-    let columns: Vec<(Vec<i64>, TensorData)> = columns.into_iter().map(|c| c.expect("every input matched")).collect();
-    let items: Vec<Vec<ItemTensor>> = (0..b)
-        .map(|row| {
-            columns
-                .iter()
-                .map(|(shape, data)| {
-                    let per = data.len() / b;
-                    let data = match data {
-                        TensorData::F32(v) => TensorData::F32(v[row * per..(row + 1) * per].to_vec()),
-                        TensorData::I64(v) => TensorData::I64(v[row * per..(row + 1) * per].to_vec()),
-                    };
-                    ItemTensor { shape: shape.clone(), data }
-                })
-                .collect()
-        })
-        .collect();
-    let out_specs = kinds::outputs(&v.config, v.classes());
-    let all_binary =
-        req.parameters.as_ref().and_then(|p| p.get("binary_data_output")).and_then(|x| x.as_bool()).unwrap_or(false);
-    let wanted: Vec<(usize, bool)> = match &req.outputs {
-        None => (0..out_specs.len()).map(|i| (i, all_binary)).collect(),
-        Some(list) => list
-            .iter()
-            .map(|o| {
-                let i = out_specs.iter().position(|s| s.name == o.name).or_else(|| {
-                    o.name
-                        .to_ascii_lowercase()
-                        .strip_prefix("output__")
-                        .and_then(|n| n.parse::<usize>().ok())
-                        .filter(|n| *n < out_specs.len())
-                });
-                let binary = o
-                    .parameters
-                    .as_ref()
-                    .and_then(|p| p.get("binary_data"))
-                    .and_then(|x| x.as_bool())
-                    .unwrap_or(all_binary);
-                i.map(|i| (i, binary)).ok_or_else(|| {
-                    bad(format!(
-                        "unknown output '{}'; model '{model}' returns {}",
-                        o.name,
-                        out_specs.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(", ")
-                    ))
-                })
-            })
-            .collect::<Result<_, _>>()?,
-    };
-    let outs = v.batcher.infer(items, deadline).await.map_err(|e| tag(e.into()))?;
-    let timings: Vec<_> = outs.iter().map(|o| o.timing).collect();
-    let mut binary_out: Vec<u8> = Vec::new();
-    let mut outputs = Vec::with_capacity(wanted.len());
-    for (i, as_binary) in wanted {
-        let item_shape = outs[0].outputs.get(i).map(|t| t.shape.clone()).unwrap_or_default();
-        let mut shape = vec![b as i64];
-        shape.extend(item_shape);
-        let data: Vec<f32> = outs.iter().flat_map(|o| o.outputs[i].data.iter().copied()).collect();
-        let name = out_specs[i].name.clone();
-        if as_binary {
-            let size = data.len() * 4;
-            binary_out.extend(data.iter().flat_map(|x| x.to_le_bytes()));
-            outputs.push(ResponseOutput {
-                name,
-                shape,
-                datatype: "FP32",
-                parameters: Some(serde_json::json!({"binary_data_size": size})),
-                data: None,
-            });
-        } else {
-            outputs.push(ResponseOutput { name, shape, datatype: "FP32", parameters: None, data: Some(data) });
-        }
-    }
-    let resp = InferResponse { model_name: model, model_version: v.version.to_string(), id: req.id, outputs };
-    let mut hdrs = super::served_headers(&v, &timings);
-    let json = serde_json::to_vec(&resp).map_err(|e| V2Error(ApiError::internal(e.to_string())))?;
+    let specs = v.config.kind.inputs();
+    let columns = decode_inputs(&req, binary, &specs, v.config.kind.as_ref(), app.limits.max_items, &model)?;
+    let out_specs = v.config.kind.outputs(&v.labels);
+    let wanted = select_outputs(&req, &out_specs, &model)?;
+    let items = columns_to_items(&columns);
+    let served = super::pipeline::infer(&v, items, deadline).await.map_err(V2Error)?;
+    let resp =
+        InferResponse { model_name: model, model_version: v.version.to_string(), id: req.id, outputs: Vec::new() };
+    let (json, binary_out) = encode_response(resp, &served.outs, &wanted, &out_specs, columns.batch)
+        .map_err(|e| V2Error(ApiError::internal(e)))?;
+    let mut hdrs = served.headers();
     if binary_out.is_empty() {
         hdrs.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
         return Ok((hdrs, json).into_response());
@@ -600,35 +423,240 @@ async fn run_infer(
     Ok((hdrs, body).into_response())
 }
 
-/// Variable dimensions still have limits: a forecaster's history length must be in its range.
-fn check_contract(v: &Arc<LoadedVersion>, input: usize, shape: &[i64]) -> Result<(), V2Error> {
-    if let (Some(f), 0) = (&v.config.forecaster, input) {
-        let t = shape[1] as usize;
-        if t < f.min_context || t > f.max_context {
-            return Err(V2Error(ApiError::new(
-                ErrorType::InvalidInput,
-                format!(
-                    "input 'history': length {t} is outside the model's context range {}..={}",
-                    f.min_context, f.max_context
-                ),
-            )));
-        }
+/// Splits a body into its JSON part and the binary tensor data after it, as the
+/// `Inference-Header-Content-Length` header says (all JSON without it).
+pub fn split_body(headers: &HeaderMap, body: bytes::Bytes) -> Result<(bytes::Bytes, bytes::Bytes), V2Error> {
+    let Some(h) = headers.get(&HEADER_LENGTH) else { return Ok((body, bytes::Bytes::new())) };
+    let n: usize = h
+        .to_str()
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .ok_or_else(|| bad("Inference-Header-Content-Length is not a number"))?;
+    if n > body.len() {
+        return Err(bad(format!("Inference-Header-Content-Length {n} exceeds the body length {}", body.len())));
     }
-    Ok(())
+    Ok((body.slice(..n), body.slice(n..)))
 }
 
-/// A conditional generator's labels must name one of its classes, or its embedding lookup
-/// would fail the whole batch.
-fn check_labels(v: &LoadedVersion, input: usize, data: &TensorData) -> Result<(), V2Error> {
-    if let (Some(g), 1, TensorData::I64(labels)) = (&v.config.generator, input, data) {
-        if let Some(i) = labels.iter().position(|l| *l < 0 || *l >= g.num_classes) {
-            return Err(V2Error(ApiError::new(
-                ErrorType::InvalidInput,
-                format!("input 'labels': element {i} must be a class index from 0 to {}", g.num_classes - 1),
+/// The inputs of one infer request, decoded, converted to the model's element types and checked
+/// against its contract: one column per model input, in forward's order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Columns {
+    /// The batch dimension every input shares.
+    pub batch: usize,
+    /// Per model input: the per-item shape and the whole column's data.
+    pub columns: Vec<(Vec<i64>, TensorData)>,
+}
+
+/// Matches the request's inputs to the model's (by name or `input__N`), decodes each from JSON
+/// `data` or from its `binary_data_size` bytes of `binary` (in input order), converts it exactly
+/// to the model's element type, and checks shapes, the batch limit and the kind's value rules.
+pub fn decode_inputs(
+    req: &InferRequest,
+    mut binary: bytes::Bytes,
+    specs: &[TensorSpec],
+    kind: &dyn ServedKind,
+    max_items: usize,
+    model: &str,
+) -> Result<Columns, V2Error> {
+    let names = || specs.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(", ");
+    if req.inputs.len() != specs.len() {
+        return Err(bad(format!(
+            "model '{model}' takes {} input(s) ({}); the request has {}",
+            specs.len(),
+            names(),
+            req.inputs.len()
+        )));
+    }
+    let mut columns: Vec<Option<(Vec<i64>, TensorData)>> = vec![None; specs.len()];
+    let mut batch: Option<i64> = None;
+    for input in &req.inputs {
+        let idx = specs
+            .iter()
+            .position(|s| s.name == input.name)
+            .or_else(|| indexed(&input.name, "input__", specs.len()))
+            .ok_or_else(|| bad(format!("unknown input '{}'; model '{model}' takes {}", input.name, names())))?;
+        if columns[idx].is_some() {
+            return Err(bad(format!("input '{}' is given twice", input.name)));
+        }
+        let spec = &specs[idx];
+        let size = elem_size(&input.datatype).ok_or_else(|| {
+            bad(format!(
+                "input '{}': datatype '{}' is not supported (use FP32, FP64, INT32, INT64, UINT8, INT8, INT16 or BOOL)",
+                input.name, input.datatype
+            ))
+        })?;
+        if input.shape.len() != spec.shape.len() {
+            return Err(bad(format!(
+                "input '{}': shape {:?} has {} dimension(s); the model takes {} ({:?}, -1 = any size)",
+                input.name,
+                input.shape,
+                input.shape.len(),
+                spec.shape.len(),
+                spec.shape
             )));
         }
+        if let Some(d) = input.shape.iter().find(|d| **d < 0) {
+            return Err(bad(format!("input '{}': shape {:?} has a negative dimension {d}", input.name, input.shape)));
+        }
+        for (i, (got, want)) in input.shape.iter().zip(&spec.shape).enumerate().skip(1) {
+            if *want >= 0 && got != want {
+                return Err(bad(format!("input '{}': dimension {i} is {got}, the model needs {want}", input.name)));
+            }
+        }
+        let b = input.shape[0];
+        if b < 1 || b as usize > max_items {
+            return Err(V2Error(ApiError::new(
+                ErrorType::InvalidInput,
+                format!("input '{}': batch dimension must be between 1 and {max_items}", input.name),
+            )));
+        }
+        if *batch.get_or_insert(b) != b {
+            return Err(bad("all inputs must have the same batch dimension"));
+        }
+        let numel = input.shape.iter().try_fold(1usize, |acc, d| acc.checked_mul(*d as usize)).ok_or_else(|| {
+            bad(format!("input '{}': shape {:?} holds more elements than can be addressed", input.name, input.shape))
+        })?;
+        let binary_size = match input.parameters.as_ref().and_then(|p| p.get("binary_data_size")) {
+            None => None,
+            Some(v) => Some(v.as_u64().ok_or_else(|| {
+                bad(format!("input '{}': parameters.binary_data_size must be a non-negative integer", input.name))
+            })?),
+        };
+        let raw = match (binary_size, &input.data) {
+            (Some(n), None) => {
+                let n = n as usize;
+                if n > binary.len() {
+                    return Err(bad(format!(
+                        "input '{}': binary_data_size {n} exceeds the {} binary bytes left",
+                        input.name,
+                        binary.len()
+                    )));
+                }
+                if Some(n) != numel.checked_mul(size) {
+                    return Err(bad(format!(
+                        "input '{}': binary_data_size {n} does not match shape {:?} of {}",
+                        input.name, input.shape, input.datatype
+                    )));
+                }
+                decode_binary(&binary.split_to(n), &input.datatype)
+            }
+            (None, Some(d)) => decode_json(d, &input.datatype, &input.name)?,
+            (Some(_), Some(_)) => {
+                return Err(bad(format!(
+                    "input '{}': give either data or parameters.binary_data_size, not both",
+                    input.name
+                )))
+            }
+            (None, None) => {
+                return Err(bad(format!("input '{}': give either data or parameters.binary_data_size", input.name)))
+            }
+        };
+        let data = convert(raw, spec, &input.datatype)?;
+        if data.len() != numel {
+            return Err(bad(format!(
+                "input '{}': {} values do not fill shape {:?}",
+                input.name,
+                data.len(),
+                input.shape
+            )));
+        }
+        kind.check_v2_input(idx, &input.shape, &data)
+            .map_err(|m| V2Error(ApiError::new(ErrorType::InvalidInput, m)))?;
+        columns[idx] = Some((input.shape[1..].to_vec(), data));
     }
-    Ok(())
+    if !binary.is_empty() {
+        return Err(bad(format!("{} bytes of binary tensor data follow the last input that takes any", binary.len())));
+    }
+    Ok(Columns { batch: batch.unwrap_or(0) as usize, columns: columns.into_iter().flatten().collect() })
+}
+
+/// `input__3` and `output__3` name a tensor by position.
+fn indexed(name: &str, prefix: &str, count: usize) -> Option<usize> {
+    name.to_ascii_lowercase().strip_prefix(prefix).and_then(|n| n.parse::<usize>().ok()).filter(|n| *n < count)
+}
+
+/// One queue item per row of the batch dimension: row `i` of every column.
+pub fn columns_to_items(c: &Columns) -> Vec<Vec<ItemTensor>> {
+    (0..c.batch)
+        .map(|row| {
+            c.columns
+                .iter()
+                .map(|(shape, data)| {
+                    let per = data.len() / c.batch;
+                    ItemTensor { shape: shape.clone(), data: data.slice(row * per, (row + 1) * per) }
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// The outputs to return, by index into the model's outputs, and whether each goes in binary
+/// (its own `binary_data`, else the request's `binary_data_output`). All outputs when none is named.
+pub fn select_outputs(
+    req: &InferRequest,
+    out_specs: &[TensorSpec],
+    model: &str,
+) -> Result<Vec<(usize, bool)>, V2Error> {
+    let all_binary =
+        req.parameters.as_ref().and_then(|p| p.get("binary_data_output")).and_then(|x| x.as_bool()).unwrap_or(false);
+    let Some(list) = &req.outputs else { return Ok((0..out_specs.len()).map(|i| (i, all_binary)).collect()) };
+    list.iter()
+        .map(|o| {
+            let i = out_specs
+                .iter()
+                .position(|s| s.name == o.name)
+                .or_else(|| indexed(&o.name, "output__", out_specs.len()))
+                .ok_or_else(|| {
+                    bad(format!(
+                        "unknown output '{}'; model '{model}' returns {}",
+                        o.name,
+                        out_specs.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(", ")
+                    ))
+                })?;
+            let binary = o
+                .parameters
+                .as_ref()
+                .and_then(|p| p.get("binary_data"))
+                .and_then(|x| x.as_bool())
+                .unwrap_or(all_binary);
+            Ok((i, binary))
+        })
+        .collect()
+}
+
+/// The response body: the JSON part (with `resp`'s outputs filled in) and the binary part (the
+/// outputs asked for in binary, little-endian FP32, in order). The error is a server fault.
+pub fn encode_response(
+    mut resp: InferResponse,
+    outs: &[crate::batching::ItemOutput],
+    wanted: &[(usize, bool)],
+    out_specs: &[TensorSpec],
+    batch: usize,
+) -> Result<(Vec<u8>, Vec<u8>), String> {
+    let mut binary_out: Vec<u8> = Vec::new();
+    for &(i, as_binary) in wanted {
+        let item_shape = outs.first().and_then(|o| o.outputs.get(i)).map(|t| t.shape.clone()).unwrap_or_default();
+        let mut shape = vec![batch as i64];
+        shape.extend(item_shape);
+        let data: Vec<f32> = outs.iter().flat_map(|o| o.outputs[i].data.iter().copied()).collect();
+        let name = out_specs[i].name.clone();
+        if as_binary {
+            let size = data.len() * 4;
+            binary_out.extend(data.iter().flat_map(|x| x.to_le_bytes()));
+            resp.outputs.push(ResponseOutput {
+                name,
+                shape,
+                datatype: "FP32",
+                parameters: Some(serde_json::json!({"binary_data_size": size})),
+                data: None,
+            });
+        } else {
+            resp.outputs.push(ResponseOutput { name, shape, datatype: "FP32", parameters: None, data: Some(data) });
+        }
+    }
+    let json = serde_json::to_vec(&resp).map_err(|e| e.to_string())?;
+    Ok((json, binary_out))
 }
 
 /// The repository index: every model with its state.
@@ -687,4 +715,103 @@ pub async fn repository_unload(
     super::models::authorize(&app, &headers)?;
     app.registry.unload(&model)?;
     Ok(StatusCode::OK)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::batching::{ItemOutput, Timing};
+    use crate::kinds::ModelConfig;
+    use crate::tensor::OutputTensor;
+
+    fn generator() -> ModelConfig {
+        let t = "kind = \"generator\"\n[generator]\nlatent_dim = 2\nnum_classes = 3\noutput_shape = [1, 1, 2]\n";
+        ModelConfig::parse(t, "x").unwrap()
+    }
+
+    fn request(v: serde_json::Value) -> InferRequest {
+        serde_json::from_value(v).unwrap()
+    }
+
+    fn decode(req: &InferRequest, binary: &[u8]) -> Result<Columns, String> {
+        let cfg = generator();
+        decode_inputs(req, bytes::Bytes::copy_from_slice(binary), &cfg.kind.inputs(), cfg.kind.as_ref(), 8, "g")
+            .map_err(|e| e.0.message)
+    }
+
+    #[test]
+    fn inputs_decode_from_json_and_binary_in_the_model_order() {
+        let req = request(serde_json::json!({"inputs": [
+            {"name": "labels", "shape": [2], "datatype": "INT32", "data": [1, 2]},
+            {"name": "input__0", "shape": [2, 2], "datatype": "FP32", "parameters": {"binary_data_size": 16}},
+        ]}));
+        let bin: Vec<u8> = [1.0f32, 2.0, 3.0, 4.0].iter().flat_map(|x| x.to_le_bytes()).collect();
+        let c = decode(&req, &bin).unwrap();
+        assert_eq!(c.batch, 2);
+        assert_eq!(c.columns[0], (vec![2], TensorData::F32(vec![1.0, 2.0, 3.0, 4.0])));
+        assert_eq!(c.columns[1], (vec![], TensorData::I64(vec![1, 2])));
+        let items = columns_to_items(&c);
+        assert_eq!(items.len(), 2);
+        assert_eq!(items[1][0], ItemTensor::f32(vec![2], vec![3.0, 4.0]));
+        assert_eq!(items[1][1], ItemTensor::i64(vec![], vec![2]));
+    }
+
+    #[test]
+    fn bad_inputs_are_named() {
+        let z = |shape: serde_json::Value, extra: serde_json::Value| {
+            let mut i = serde_json::json!({"name": "z", "shape": shape, "datatype": "FP32"});
+            i.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+            request(
+                serde_json::json!({"inputs": [i, {"name": "labels", "shape": [1], "datatype": "INT64", "data": [0]}]}),
+            )
+        };
+        let e = decode(&z(serde_json::json!([1, 2, 1]), serde_json::json!({"data": [1, 2]})), &[]).unwrap_err();
+        assert!(e.contains("has 3 dimension(s); the model takes 2"), "{e}");
+        let e = decode(&z(serde_json::json!([1, 3]), serde_json::json!({"data": [1, 2, 3]})), &[]).unwrap_err();
+        assert!(e.contains("dimension 1 is 3, the model needs 2"), "{e}");
+        let e = decode(&z(serde_json::json!([1, 2]), serde_json::json!({"parameters": {"binary_data_size": -4}})), &[])
+            .unwrap_err();
+        assert!(e.contains("binary_data_size must be a non-negative integer"), "{e}");
+        let e = decode(&z(serde_json::json!([1, 2]), serde_json::json!({"data": [1, 2]})), &[0; 4]).unwrap_err();
+        assert!(e.contains("4 bytes of binary tensor data follow"), "{e}");
+        let zeros = vec![0; 18];
+        let e = decode(&z(serde_json::json!([9, 2]), serde_json::json!({ "data": zeros })), &[]).unwrap_err();
+        assert!(e.contains("batch dimension must be between 1 and 8"), "{e}");
+        let req = request(serde_json::json!({"inputs": [
+            {"name": "z", "shape": [1, 2], "datatype": "FP32", "data": [1, 2]},
+            {"name": "labels", "shape": [1], "datatype": "INT64", "data": [3]}]}));
+        let e = decode(&req, &[]).unwrap_err();
+        assert!(e.contains("element 0 must be a class index from 0 to 2"), "the kind's own check: {e}");
+    }
+
+    #[test]
+    fn outputs_are_selected_by_name_or_index_with_their_binary_flag() {
+        let specs = vec![crate::kinds::spec("images", "FP32", vec![-1, 1, 1, 2])];
+        let all = request(serde_json::json!({"inputs": [], "parameters": {"binary_data_output": true}}));
+        assert_eq!(select_outputs(&all, &specs, "g").unwrap(), vec![(0, true)]);
+        let named = request(serde_json::json!({"inputs": [], "outputs": [{"name": "output__0"}]}));
+        assert_eq!(select_outputs(&named, &specs, "g").unwrap(), vec![(0, false)]);
+        let unknown = request(serde_json::json!({"inputs": [], "outputs": [{"name": "logits"}]}));
+        assert!(select_outputs(&unknown, &specs, "g").is_err());
+    }
+
+    #[test]
+    fn the_response_carries_json_or_binary_outputs() {
+        let specs = vec![crate::kinds::spec("images", "FP32", vec![-1, 2])];
+        let out = |a: f32, b: f32| ItemOutput {
+            outputs: vec![OutputTensor { shape: vec![2], data: vec![a, b] }],
+            timing: Timing::default(),
+        };
+        let outs = vec![out(1.0, 2.0), out(3.0, 4.0)];
+        let resp = || InferResponse { model_name: "g".into(), model_version: "1".into(), id: None, outputs: vec![] };
+        let (json, bin) = encode_response(resp(), &outs, &[(0, false)], &specs, 2).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&json).unwrap();
+        assert_eq!(v["outputs"][0]["shape"], serde_json::json!([2, 2]));
+        assert_eq!(v["outputs"][0]["data"], serde_json::json!([1.0, 2.0, 3.0, 4.0]));
+        assert!(bin.is_empty());
+        let (json, bin) = encode_response(resp(), &outs, &[(0, true)], &specs, 2).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&json).unwrap();
+        assert_eq!(v["outputs"][0]["parameters"]["binary_data_size"], 16);
+        assert_eq!(bin[12..16], 4.0f32.to_le_bytes());
+    }
 }

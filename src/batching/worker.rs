@@ -1,20 +1,20 @@
 //! Worker threads and the handle that request handlers submit items through.
 //!
 //! Inference runs only on these OS threads, never on tokio's workers. Each thread owns its own
-//! replica of the TorchScript module, takes a no-grad guard (grad mode is per thread), and loops:
-//! cut a batch under the queue mutex, stack it, move it to the device once, run `forward`, move
-//! the outputs back once, and answer every caller through its own oneshot channel.
+//! [`Replica`] and loops: cut a batch under the queue mutex, hand it to the replica, and answer
+//! every caller through its own oneshot channel. A panic in a forward is caught; the batch's
+//! callers get `WorkerFailed` and the engine makes a fresh replica for a fresh thread.
 
 use super::queue::{BatchKey, Next, Pending, QueueState};
-use super::{Deadline, Elem, InferError, ItemOutput, ItemTensor, OutputTensor, TensorData, Timing};
+use super::{Deadline, InferError, ItemOutput, Timing};
+use crate::engine::{Engine, Replica};
+use crate::manifest::BatchingConfig;
 use crate::metrics::Metrics;
-use crate::registry::config::{BatchingConfig, MemoryFormat, ModelConfig};
+use crate::tensor::ItemTensor;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
-use tch::jit::IValue;
-use tch::{CModule, Device, Kind, Tensor};
 use tokio::sync::oneshot;
 
 type Reply = oneshot::Sender<Result<ItemOutput, InferError>>;
@@ -51,35 +51,13 @@ pub struct BatcherSpec {
     pub model: String,
     /// Version number (metrics label).
     pub version: u64,
-    /// Where the replicas live.
-    pub device: Device,
-    /// Queue and batch settings.
+    /// Queue and batch settings (already for the version's device).
     pub batching: BatchingConfig,
-    /// The TorchScript file's bytes, kept to load a fresh replica when a worker is replaced.
-    pub module_bytes: Arc<Vec<u8>>,
-    /// What is done to every replica after loading (replacements included).
-    pub prep: ReplicaPrep,
-}
-
-/// What is done to a replica right after it is loaded: the config's `memory_format`, then its
-/// `setup_method`.
-#[derive(Debug, Clone, Default)]
-pub struct ReplicaPrep {
-    /// Layout of the 4-D weights.
-    pub memory_format: MemoryFormat,
-    /// A method called once on the replica.
-    pub setup_method: Option<String>,
-}
-
-impl ReplicaPrep {
-    /// The preparation a model's config asks for.
-    pub fn of(cfg: &ModelConfig) -> ReplicaPrep {
-        ReplicaPrep { memory_format: cfg.memory_format, setup_method: cfg.setup_method.clone() }
-    }
 }
 
 struct Shared {
     spec: BatcherSpec,
+    engine: Arc<dyn Engine>,
     version_label: String,
     state: Mutex<QueueState<Entry>>,
     cv: Condvar,
@@ -119,69 +97,21 @@ impl Drop for Batcher {
     }
 }
 
-/// Loads one replica of a module on `device`, in eval mode, lays out its weights and runs its
-/// setup method as `prep` says (call it under a no-grad guard). The error is one line for the
-/// caller.
-pub fn load_replica(bytes: &[u8], device: Device, prep: &ReplicaPrep) -> Result<CModule, String> {
-    // libtorch's messages run over many lines; a TorchScript exception starts with a generic line
-    // and ends with the one that says what was raised ("builtins.RuntimeError: ...").
-    let summary = |e: tch::TchError| {
-        let s = e.to_string();
-        let s = s.strip_prefix("Internal torch error: ").unwrap_or(&s);
-        let raised = s.lines().map(str::trim).rev().find(|l| {
-            l.split_once(": ").is_some_and(|(ty, _)| {
-                (ty.ends_with("Error") || ty.ends_with("Exception"))
-                    && ty.chars().all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '_')
-            })
-        });
-        first_line(raised.unwrap_or(s))
-    };
-    let m = CModule::load_data_on_device(&mut std::io::Cursor::new(bytes), device)
-        .and_then(|mut m| m.f_set_eval().map(|_| m))
-        .map_err(|e| format!("not a loadable TorchScript module: {}", summary(e)))?;
-    if prep.memory_format == MemoryFormat::ChannelsLast {
-        to_channels_last(&m).map_err(|e| format!("memory_format channels_last failed: {}", summary(e)))?;
-    }
-    if let Some(name) = &prep.setup_method {
-        m.method_is::<IValue>(name, &[]).map_err(|e| format!("setup_method {name:?} failed: {}", summary(e)))?;
-    }
-    Ok(m)
-}
-
-/// Re-lays every 4-D parameter of `m` out as channels-last, in place: the module's own tensors
-/// take the new strides, so its forward runs on them. Convolutions follow their weight's layout,
-/// and the layers after them follow their input's.
-fn to_channels_last(m: &CModule) -> Result<(), tch::TchError> {
-    for (_, mut p) in m.named_parameters()? {
-        if p.dim() == 4 {
-            // NCHW sizes with NHWC strides: permute to NHWC, copy, and permute the view back.
-            p.set_data(&nhwc(&p)?);
-        }
-    }
-    Ok(())
-}
-
-/// `t` (4-D, NCHW sizes) with NHWC strides: permuted to NHWC, copied, and the view permuted back.
-/// With one channel the permuted view is already contiguous, and `t` comes back as it was.
-fn nhwc(t: &Tensor) -> Result<Tensor, tch::TchError> {
-    t.f_permute([0, 2, 3, 1])?.f_contiguous()?.f_permute([0, 3, 1, 2])
-}
-
-/// The first non-empty line of a (libtorch) message, at most 300 characters: enough to say what
-/// failed without a C++ backtrace.
-pub(crate) fn first_line(s: &str) -> String {
-    s.lines().find(|l| !l.trim().is_empty()).unwrap_or("").chars().take(300).collect()
-}
-
 impl Batcher {
-    /// Starts one worker thread per replica.
-    pub fn start(spec: BatcherSpec, replicas: Vec<CModule>, metrics: Metrics) -> Batcher {
+    /// Starts one worker thread per replica; `engine` makes replacements.
+    pub fn start(
+        spec: BatcherSpec,
+        engine: Arc<dyn Engine>,
+        replicas: Vec<Box<dyn Replica>>,
+        metrics: Metrics,
+    ) -> Batcher {
         let b = &spec.batching;
         let delay = Duration::from_secs_f64(b.max_queue_delay_ms / 1000.0);
         let state = QueueState::new(b.queue_capacity, b.max_batch_size, delay);
         let shared = Arc::new(Shared {
             version_label: spec.version.to_string(),
             spec,
+            engine,
             state: Mutex::new(state),
             cv: Condvar::new(),
             closing: AtomicBool::new(false),
@@ -189,8 +119,8 @@ impl Batcher {
             next_worker_id: AtomicUsize::new(0),
             metrics,
         });
-        for module in replicas {
-            spawn_worker(shared.clone(), module);
+        for replica in replicas {
+            spawn_worker(shared.clone(), replica);
         }
         Batcher { shared }
     }
@@ -292,62 +222,37 @@ impl Batcher {
     }
 }
 
-fn spawn_worker(shared: Arc<Shared>, module: CModule) {
+fn spawn_worker(shared: Arc<Shared>, replica: Box<dyn Replica>) {
     let id = shared.next_worker_id.fetch_add(1, Ordering::SeqCst);
     let live = shared.live.fetch_add(1, Ordering::SeqCst) + 1;
     shared.metrics.workers.with_label_values(&shared.labels()).set(live as i64);
     let name = format!("dlserve-{}-v{}-w{}", shared.spec.model, shared.spec.version, id);
     let sh = shared.clone();
-    let spawned = std::thread::Builder::new().name(name).spawn(move || worker_main(sh, module));
+    let spawned = std::thread::Builder::new().name(name).spawn(move || worker_main(sh, replica));
     if let Err(e) = spawned {
         tracing::error!(model = %shared.spec.model, error = %e, "cannot spawn worker thread");
         shared.live.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
-/// The process-wide intra-op thread count, for workers whose config sets none (0 = not set).
-static DEFAULT_INTRA_OP_THREADS: AtomicUsize = AtomicUsize::new(0);
-
-/// Sets libtorch's intra-op threads for this thread and as the default of every worker whose
-/// config has no `batching.intra_op_threads`.
-pub fn set_default_intra_op_threads(n: usize) {
-    DEFAULT_INTRA_OP_THREADS.store(n, Ordering::SeqCst);
-    tch::set_num_threads(n.max(1) as i32);
-}
-
-/// Gives the calling worker thread its own intra-op thread count and returns what libtorch reads
-/// back. The count is per thread (the OpenMP ICV), but libtorch initialises a thread's count
-/// lazily from the last value any thread set, on the thread's first query: so query first, then
-/// set, and do it on every worker (also those using the default), since another model's worker
-/// may have set a different value meanwhile.
-fn apply_intra_op_threads(wanted: Option<usize>) -> i32 {
-    let _ = tch::get_num_threads();
-    let n = wanted.unwrap_or_else(|| DEFAULT_INTRA_OP_THREADS.load(Ordering::SeqCst));
-    if n > 0 {
-        tch::set_num_threads(n as i32);
-    }
-    tch::get_num_threads()
-}
-
-fn worker_main(shared: Arc<Shared>, module: CModule) {
-    let _no_grad = tch::no_grad_guard();
-    let threads = apply_intra_op_threads(shared.spec.batching.intra_op_threads);
+fn worker_main(shared: Arc<Shared>, mut replica: Box<dyn Replica>) {
+    let threads = replica.enter_thread(shared.spec.batching.intra_op_threads);
     shared.metrics.intra_op_threads.with_label_values(&shared.labels()).set(threads as i64);
     loop {
         let Some(batch) = next_batch(&shared) else { break };
-        let outcome = catch_unwind(AssertUnwindSafe(|| run_batch(&shared, &module, batch)));
+        let outcome = catch_unwind(AssertUnwindSafe(|| run_batch(&shared, replica.as_mut(), batch)));
         if outcome.is_err() {
             // The callers of this batch see their senders dropped and get WorkerFailed.
             shared.metrics.worker_restarts.with_label_values(&shared.labels()).inc();
             tracing::error!(model = %shared.spec.model, version = shared.spec.version, "worker panicked; replacing it");
-            match load_replica(&shared.spec.module_bytes, shared.spec.device, &shared.spec.prep) {
+            match shared.engine.replica() {
                 Ok(fresh) => spawn_worker(shared.clone(), fresh),
                 Err(e) => tracing::error!(model = %shared.spec.model, error = %e, "cannot load a replacement replica"),
             }
             break;
         }
     }
-    drop(module);
+    drop(replica);
     let live = shared.live.fetch_sub(1, Ordering::SeqCst) - 1;
     if !shared.closing.load(Ordering::SeqCst) {
         shared.metrics.workers.with_label_values(&shared.labels()).set(live as i64);
@@ -359,19 +264,8 @@ fn worker_main(shared: Arc<Shared>, module: CModule) {
             let _ = e.tx.send(Err(InferError::Unavailable));
         }
         if shared.closing.load(Ordering::SeqCst) {
-            release_memory();
+            shared.engine.release_memory();
         }
-    }
-}
-
-/// Hands freed heap pages back to the OS once a closed version's last replica is gone. glibc
-/// keeps the arenas of exited worker threads; without a trim each reload left RSS a little higher
-/// (seen in the soak: +8.5% over 9 reloads, almost all of it on reloads, none from traffic).
-fn release_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: malloc_trim only releases free memory held by the allocator; it touches no live allocation.
-    unsafe {
-        libc::malloc_trim(0);
     }
 }
 
@@ -421,9 +315,12 @@ fn next_batch(shared: &Shared) -> Option<Vec<Entry>> {
 /// Test hook: an item whose first value is this sentinel makes the worker panic.
 pub const PANIC_SENTINEL: f32 = -7777.0;
 
-fn run_batch(shared: &Shared, module: &CModule, batch: Vec<Entry>) {
+fn run_batch(shared: &Shared, replica: &mut dyn Replica, batch: Vec<Entry>) {
     #[cfg(feature = "fault-injection")]
-    if batch.iter().any(|e| matches!(&e.inputs[0].data, TensorData::F32(v) if v.first() == Some(&PANIC_SENTINEL))) {
+    if batch
+        .iter()
+        .any(|e| matches!(&e.inputs[0].data, crate::tensor::TensorData::F32(v) if v.first() == Some(&PANIC_SENTINEL)))
+    {
         panic!("fault injection: panic sentinel in input");
     }
     let start = Instant::now();
@@ -434,7 +331,7 @@ fn run_batch(shared: &Shared, module: &CModule, batch: Vec<Entry>) {
         let first = refs[0];
         refs.resize(shared.spec.batching.max_batch_size.max(n), first);
     }
-    let result = forward_items(module, shared.spec.device, shared.spec.prep.memory_format, &refs);
+    let result = replica.forward(&refs);
     let compute_time = start.elapsed();
     let labels = shared.labels();
     shared.metrics.compute.with_label_values(&labels).observe(compute_time.as_secs_f64());
@@ -471,166 +368,113 @@ fn run_batch(shared: &Shared, module: &CModule, batch: Vec<Entry>) {
     }
 }
 
-/// Per-item outputs of one forward: an item whose output holds NaN or inf gets an error of its own.
-pub type PerItem = Vec<Result<Vec<OutputTensor>, InferError>>;
-
-/// Stacks items that share one shape key, runs forward once and splits the outputs per item.
-/// Uses only fallible tch calls, so libtorch errors become values. Also used by the warm-up and
-/// the in-process benchmark, so they measure exactly what the workers do.
-pub fn forward_items(
-    module: &CModule,
-    device: Device,
-    layout: MemoryFormat,
-    batch: &[&[ItemTensor]],
-) -> Result<PerItem, InferError> {
-    let n = batch.len();
-    if n == 0 {
-        return Ok(Vec::new());
-    }
-    let te = |e: tch::TchError| InferError::Forward(e.to_string());
-    let mut inputs = Vec::with_capacity(batch[0].len());
-    for (i, first) in batch[0].iter().enumerate() {
-        let shape = &first.shape;
-        let mut dims = Vec::with_capacity(shape.len() + 1);
-        dims.push(n as i64);
-        dims.extend_from_slice(shape);
-        let host = match first.data.elem() {
-            Elem::F32 => stack(batch, i, |d| if let TensorData::F32(v) = d { Some(v) } else { None }),
-            Elem::I64 => stack(batch, i, |d| if let TensorData::I64(v) = d { Some(v) } else { None }),
-        }
-        .map_err(te)?;
-        let mut host = host.f_view(dims.as_slice()).map_err(te)?;
-        if layout == MemoryFormat::ChannelsLast && dims.len() == 4 && dims[1] > 1 {
-            // An image batch in the weights' layout, so the first convolution needs no reorder
-            // either. With one channel both layouts are the same bytes.
-            host = nhwc(&host).map_err(te)?;
-        }
-        let t = match device {
-            Device::Cpu => host,
-            // The batch goes to pinned host memory (CUDA's caching host allocator), so the copy to
-            // the device is one DMA that need not block this thread. `_pin_memory(device)` is the
-            // form libtorch 2.11 does not warn about: `pin_memory(device)`, the public one in the
-            // bindings, logs two deprecation warnings per call. If pinning fails, the batch goes
-            // from pageable memory instead (a blocking copy; same result).
-            d => match host.f_internal_pin_memory(d) {
-                Ok(pinned) => pinned.f_to_device_(d, pinned.kind(), true, false).map_err(te)?,
-                Err(_) => host.f_to_device_(d, host.kind(), false, false).map_err(te)?,
-            },
-        };
-        inputs.push(IValue::Tensor(t));
-    }
-    let out = module.forward_is(&inputs).map_err(te)?;
-    let tensors = flatten_outputs(out)?;
-    let mut per_item: PerItem = (0..n).map(|_| Ok(Vec::with_capacity(tensors.len()))).collect();
-    for (oi, t) in tensors.into_iter().enumerate() {
-        let size = t.size();
-        if size.first() != Some(&(n as i64)) {
-            return Err(InferError::BadOutput(format!("output {oi} has shape {size:?}, expected batch dimension {n}")));
-        }
-        let host = t
-            .f_to_device(Device::Cpu)
-            .and_then(|t| t.f_to_kind(Kind::Float))
-            .and_then(|t| t.f_contiguous())
-            .map_err(te)?;
-        let numel: usize = size.iter().product::<i64>() as usize;
-        let mut data = vec![0f32; numel];
-        host.f_copy_data(&mut data, numel).map_err(te)?;
-        let per = numel / n;
-        let item_shape = size[1..].to_vec();
-        for (j, slot) in per_item.iter_mut().enumerate() {
-            let chunk = &data[j * per..(j + 1) * per];
-            if let Ok(v) = slot {
-                if chunk.iter().all(|x| x.is_finite()) {
-                    v.push(OutputTensor { shape: item_shape.clone(), data: chunk.to_vec() });
-                } else {
-                    *slot = Err(InferError::NonFinite { output: oi });
-                }
-            }
-        }
-    }
-    Ok(per_item)
-}
-
-/// Concatenates input `i` of every item into one host tensor (items of a batch share its dtype).
-fn stack<T: tch::kind::Element + Copy>(
-    batch: &[&[ItemTensor]],
-    i: usize,
-    pick: impl Fn(&TensorData) -> Option<&Vec<T>>,
-) -> Result<Tensor, tch::TchError> {
-    let mut buf = Vec::with_capacity(batch.len() * batch[0][i].data.len());
-    for item in batch {
-        buf.extend_from_slice(pick(&item[i].data).map(Vec::as_slice).unwrap_or_default());
-    }
-    Tensor::f_from_slice(&buf)
-}
-
-/// A forward may return a tensor, or a tuple/list of tensors; anything else breaks the contract.
-fn flatten_outputs(v: IValue) -> Result<Vec<Tensor>, InferError> {
-    match v {
-        IValue::Tensor(t) => Ok(vec![t]),
-        IValue::TensorList(ts) => Ok(ts),
-        IValue::Tuple(vs) | IValue::GenericList(vs) => vs
-            .into_iter()
-            .map(|v| match v {
-                IValue::Tensor(t) => Ok(t),
-                _ => Err(InferError::BadOutput("forward returned a tuple holding a non-tensor".into())),
-            })
-            .collect(),
-        _ => Err(InferError::BadOutput("forward returned something other than tensors".into())),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::batching::ItemTensor;
+    use crate::engine::fake::FakeEngine;
 
-    fn shipped(model: &str) -> Vec<u8> {
-        std::fs::read(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models").join(model).join("1/model.pt"))
-            .unwrap()
+    fn start(engine: &Arc<FakeEngine>, max_batch: usize, instances: usize) -> Batcher {
+        let batching = BatchingConfig {
+            max_batch_size: max_batch,
+            max_queue_delay_ms: 0.0,
+            queue_capacity: 64,
+            instances,
+            ..BatchingConfig::default()
+        };
+        let spec = BatcherSpec { model: "fake".into(), version: 1, batching };
+        let replicas = (0..instances).map(|_| engine.replica().unwrap()).collect();
+        Batcher::start(spec, engine.clone(), replicas, Metrics::new())
     }
 
-    #[test]
-    fn channels_last_relays_the_weights_and_keeps_the_outputs() {
-        let _g = tch::no_grad_guard();
-        let bytes = shipped("digits-cnn");
-        let plain = ReplicaPrep { memory_format: MemoryFormat::Contiguous, setup_method: None };
-        let nhwc = ReplicaPrep { memory_format: MemoryFormat::ChannelsLast, setup_method: None };
-        let a = load_replica(&bytes, Device::Cpu, &plain).unwrap();
-        let b = load_replica(&bytes, Device::Cpu, &nhwc).unwrap();
-        // Every 4-D weight with more than one input channel now has NHWC strides (channel
-        // stride 1); with one channel both layouts are the same bytes.
-        let mut relaid = 0;
-        for ((name, pa), (_, pb)) in a.named_parameters().unwrap().iter().zip(b.named_parameters().unwrap().iter()) {
-            let s = pa.size();
-            if s.len() == 4 && s[1] > 1 {
-                relaid += 1;
-                assert_eq!(pb.stride(), [s[1] * s[2] * s[3], 1, s[3] * s[1], s[1]], "{name}");
-                assert_eq!(
-                    pa.stride(),
-                    [s[1] * s[2] * s[3], s[2] * s[3], s[3], 1],
-                    "{name}: the plain replica is untouched"
-                );
+    fn item(v: f32) -> Vec<ItemTensor> {
+        vec![ItemTensor::f32(vec![2], vec![v, v])]
+    }
+
+    fn deadline() -> Deadline {
+        Deadline::after(Duration::from_secs(5))
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn items_that_wait_while_the_worker_is_busy_share_one_batch() {
+        let engine = Arc::new(FakeEngine::default());
+        let b = Arc::new(start(&engine, 8, 1));
+        let busy = b.submit(vec![item(FakeEngine::SLEEP_MS_MIN + 150.0)], deadline()).unwrap();
+        tokio::time::sleep(Duration::from_millis(40)).await;
+        let many = b.infer((0..5).map(|i| item(i as f32)).collect(), deadline()).await.unwrap();
+        for (i, o) in many.iter().enumerate() {
+            assert_eq!(o.outputs[0].data, vec![i as f32 * 2.0 + 1.0; 2], "each item gets its own rows");
+            assert_eq!(o.timing.batch_size, 5);
+        }
+        assert!(busy.into_iter().next().unwrap().await.unwrap().is_ok());
+        assert_eq!(*engine.batches.lock().unwrap(), vec![1, 5]);
+        // Never more than max_batch_size per forward.
+        let big = b.infer((0..20).map(|i| item(i as f32)).collect(), deadline()).await.unwrap();
+        assert_eq!(big.len(), 20);
+        assert!(engine.batches.lock().unwrap()[2..].iter().all(|n| *n <= 8));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_panicking_batch_fails_alone_and_its_worker_is_replaced() {
+        let engine = Arc::new(FakeEngine::default());
+        let b = start(&engine, 4, 1);
+        let metrics = b.shared.metrics.clone();
+        let e = b.infer(vec![item(FakeEngine::PANIC)], deadline()).await.unwrap_err();
+        assert_eq!(e, InferError::WorkerFailed);
+        let ok = b.infer(vec![item(3.0)], deadline()).await.unwrap();
+        assert_eq!(ok[0].outputs[0].data, vec![7.0, 7.0]);
+        assert_eq!(engine.replicas.load(Ordering::SeqCst), 2, "a fresh replica replaced the panicked one");
+        assert_eq!(b.live_workers(), 1);
+        assert_eq!(metrics.worker_restarts.with_label_values(&["fake", "1"]).get(), 1);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_nan_output_fails_only_its_item_and_a_failed_forward_fails_its_batch() {
+        let engine = Arc::new(FakeEngine::default());
+        let b = Arc::new(start(&engine, 8, 1));
+        let busy = b.submit(vec![item(FakeEngine::SLEEP_MS_MIN + 100.0)], deadline()).unwrap();
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        let rx = b.submit(vec![item(1.0), item(FakeEngine::NAN), item(2.0)], deadline()).unwrap();
+        let mut got = Vec::new();
+        for r in rx {
+            got.push(r.await.unwrap());
+        }
+        assert!(got[0].is_ok() && got[2].is_ok());
+        assert_eq!(got[1], Err(InferError::NonFinite { output: 0 }));
+        drop(busy);
+        let e = b.infer(vec![item(FakeEngine::FAIL)], deadline()).await.unwrap_err();
+        assert!(matches!(e, InferError::Forward(ref m) if m.contains("fail sentinel")), "{e:?}");
+        assert_eq!(engine.replicas.load(Ordering::SeqCst), 1, "an error is a value, not a panic");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_item_past_its_deadline_is_answered_and_never_computed() {
+        let engine = Arc::new(FakeEngine::default());
+        let b = Arc::new(start(&engine, 8, 1));
+        let busy = b.submit(vec![item(FakeEngine::SLEEP_MS_MIN + 200.0)], deadline()).unwrap();
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        let short = Deadline::after(Duration::from_millis(50));
+        let e = b.infer(vec![item(5.0)], short).await.unwrap_err();
+        assert_eq!(e, InferError::DeadlineExceeded { deadline_ms: 50 });
+        assert!(busy.into_iter().next().unwrap().await.unwrap().is_ok());
+        b.infer(vec![item(1.0)], deadline()).await.unwrap();
+        assert_eq!(*engine.batches.lock().unwrap(), vec![1, 1], "the expired item was not computed");
+        // A deadline already past is refused before it is queued.
+        let gone = Deadline::from(Instant::now() - Duration::from_millis(5), Duration::from_millis(1));
+        assert!(matches!(b.submit(vec![item(1.0)], gone), Err(InferError::DeadlineExceeded { .. })));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn closing_a_version_answers_what_waits_and_releases_memory() {
+        let engine = Arc::new(FakeEngine::default());
+        let b = start(&engine, 8, 2);
+        b.infer(vec![item(1.0)], deadline()).await.unwrap();
+        drop(b);
+        for _ in 0..100 {
+            if engine.released.load(Ordering::SeqCst) == 1 {
+                return;
             }
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        assert_eq!(relaid, 2, "digits-cnn has two convolutions after the first");
-        // Same logits up to float rounding, for a batch of distinct images.
-        let items: Vec<Vec<ItemTensor>> = (0..5)
-            .map(|k| {
-                vec![ItemTensor::f32(
-                    vec![1, 28, 28],
-                    (0..784).map(|i| ((i * (k + 3)) % 17) as f32 / 8.0 - 1.0).collect(),
-                )]
-            })
-            .collect();
-        let refs: Vec<&[ItemTensor]> = items.iter().map(|i| i.as_slice()).collect();
-        let oa = forward_items(&a, Device::Cpu, MemoryFormat::Contiguous, &refs).unwrap();
-        let ob = forward_items(&b, Device::Cpu, MemoryFormat::ChannelsLast, &refs).unwrap();
-        for (x, y) in oa.iter().zip(&ob) {
-            let (x, y) = (&x.as_ref().unwrap()[0].data, &y.as_ref().unwrap()[0].data);
-            assert_eq!(x.len(), 10);
-            let worst = x.iter().zip(y).map(|(p, q)| (p - q).abs()).fold(0f32, f32::max);
-            assert!(worst < 1e-4, "logits differ by {worst}");
-        }
+        panic!("the last worker of a closed version releases memory once");
     }
 }

@@ -6,9 +6,9 @@
 //!        [--intra-op-threads N] [--max-batch N]
 //! Prints one JSON object per batch size.
 
-use dlserve::batching::worker::{forward_items, load_replica, ReplicaPrep};
-use dlserve::registry::config::ModelConfig;
-use dlserve::registry::device::DeviceSpec;
+use dlserve::device::DeviceSpec;
+use dlserve::engine::ReplicaPrep;
+use dlserve::kinds::ModelConfig;
 use std::time::{Duration, Instant};
 
 fn arg(args: &[String], name: &str) -> Option<String> {
@@ -25,40 +25,42 @@ fn main() -> anyhow::Result<()> {
         DeviceSpec::parse(&arg(&args, "--device").unwrap_or_else(|| "auto".into())).map_err(anyhow::Error::msg)?;
     let device = device.resolve().map_err(anyhow::Error::msg)?;
     let cfg = ModelConfig::load(&dir.join(&model).join("config.toml"), &format!("{model}/config.toml"))?;
-    let batching = cfg.batching.for_device(device);
+    let batching = cfg.manifest.batching.for_device(device);
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     let intra: usize = arg(&args, "--intra-op-threads")
         .map(|s| s.parse())
         .transpose()?
         .unwrap_or(batching.intra_op_threads.unwrap_or((cores / batching.instances).max(1)));
-    dlserve::batching::set_default_intra_op_threads(intra);
-    tch::set_num_interop_threads(1);
+    dlserve::engine::set_default_intra_op_threads(intra);
+    dlserve::engine::set_inter_op_threads(1);
     let max_batch: usize = arg(&args, "--max-batch").map(|s| s.parse()).transpose()?.unwrap_or(batching.max_batch_size);
     let mut versions: Vec<u64> =
         std::fs::read_dir(dir.join(&model))?.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok()).collect();
     versions.sort_unstable();
     let v = versions.last().ok_or_else(|| anyhow::anyhow!("no version directory"))?;
-    let bytes = std::fs::read(dir.join(&model).join(v.to_string()).join("model.pt"))?;
-    let _guard = tch::no_grad_guard();
-    let prep = ReplicaPrep::of(&cfg);
-    let module = load_replica(&bytes, device, &prep).map_err(|e| anyhow::anyhow!(e))?;
-    let item = dlserve::kinds::warmup_item(&cfg);
+    let prep =
+        ReplicaPrep { memory_format: cfg.manifest.memory_format, setup_method: cfg.manifest.setup_method.clone() };
+    let engine =
+        dlserve::engine::open(&dir.join(&model).join(v.to_string()), device, prep).map_err(anyhow::Error::msg)?;
+    let mut replica = engine.replica().map_err(anyhow::Error::msg)?;
+    replica.enter_thread(Some(intra));
+    let item = cfg.kind.warmup_item();
     let mut b = 1;
     while b <= max_batch {
-        let batch: Vec<&[dlserve::batching::ItemTensor]> = (0..b).map(|_| item.as_slice()).collect();
+        let batch: Vec<&[dlserve::tensor::ItemTensor]> = (0..b).map(|_| item.as_slice()).collect();
         for _ in 0..3 {
-            forward_items(&module, device, prep.memory_format, &batch).map_err(|e| anyhow::anyhow!("{e}"))?;
+            replica.forward(&batch).map_err(|e| anyhow::anyhow!("{e}"))?;
         }
         let t0 = Instant::now();
         let mut n = 0usize;
         while t0.elapsed() < Duration::from_secs_f64(seconds) {
-            forward_items(&module, device, prep.memory_format, &batch).map_err(|e| anyhow::anyhow!("{e}"))?;
+            replica.forward(&batch).map_err(|e| anyhow::anyhow!("{e}"))?;
             n += 1;
         }
         let secs = t0.elapsed().as_secs_f64();
         println!(
             "{}",
-            serde_json::json!({"model": model, "device": dlserve::registry::device::device_name(device), "intra_op_threads": intra,
+            serde_json::json!({"model": model, "device": dlserve::device::device_name(device), "intra_op_threads": intra,
                 "batch_size": b, "forwards": n, "items_per_s": (n * b) as f64 / secs, "ms_per_batch": secs * 1e3 / n as f64})
         );
         if b == max_batch {

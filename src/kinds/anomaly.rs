@@ -1,10 +1,75 @@
-//! Autoencoder anomaly scorers: feature rows to scaled `[D]` rows, and reconstructions to a score
-//! (mean squared error in the scaled space), a verdict, and the features that explain it.
+//! Autoencoder anomaly scorers (`POST /anomaly`): feature rows to scaled `[D]` rows, and
+//! reconstructions to a score (mean squared error in the scaled space), a verdict, and the
+//! features that explain it.
 
-use super::{invalid, KindError};
-use crate::registry::config::AnomalyConfig;
-use serde::Serialize;
+use super::{field_error, invalid, spec, FieldError, Kind, KindError, Scaling, TensorSpec};
+use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
+
+/// The anomaly kind: `[B, D]` rows to their reconstruction `[B, D]`.
+pub struct Anomaly;
+
+impl Kind for Anomaly {
+    const NAME: &'static str = "anomaly";
+    const ENDPOINT: &'static str = "POST /anomaly";
+    type Config = AnomalyConfig;
+
+    fn validate(a: &AnomalyConfig) -> Result<(), FieldError> {
+        if !(1..=65_536).contains(&a.features) {
+            return Err(field_error("features", "must be between 1 and 65536"));
+        }
+        if !a.threshold.is_finite() || a.threshold < 0.0 {
+            return Err(field_error("threshold", "must be a finite number >= 0"));
+        }
+        if !a.feature_names.is_empty() && a.feature_names.len() as i64 != a.features {
+            return Err(field_error("feature_names", format!("needs {} names", a.features)));
+        }
+        if let Some(s) = &a.scaling {
+            s.check(a.features as usize, "scaling")?;
+        }
+        Ok(())
+    }
+
+    fn inputs(a: &AnomalyConfig) -> Vec<TensorSpec> {
+        vec![spec("features", "FP32", vec![-1, a.features])]
+    }
+
+    fn outputs(a: &AnomalyConfig, _labels: &[String]) -> Vec<TensorSpec> {
+        vec![spec("reconstruction", "FP32", vec![-1, a.features])]
+    }
+}
+
+/// An anomaly scorer's contract (`[anomaly]`): `[B, D]` rows to their reconstruction `[B, D]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AnomalyConfig {
+    /// Features per row (D).
+    pub features: i64,
+    /// Calibrated threshold on the score; a score above it is an anomaly.
+    pub threshold: f32,
+    /// Names of the features, in order (optional, length D when given).
+    #[serde(default)]
+    pub feature_names: Vec<String>,
+    /// Scaling applied to rows before the model; the score is computed in the scaled space.
+    pub scaling: Option<Scaling>,
+}
+
+/// Reads one request row: an array of D numbers in the model's order, or an object naming every
+/// feature.
+pub fn raw_row(row: &serde_json::Value, idx: usize, cfg: &AnomalyConfig) -> Result<Vec<f64>, KindError> {
+    match row {
+        serde_json::Value::Array(vals) => vals
+            .iter()
+            .enumerate()
+            .map(|(j, x)| x.as_f64().ok_or_else(|| invalid(format!("rows[{idx}][{j}]"), "must be a number")))
+            .collect(),
+        serde_json::Value::Object(m) => named_row(m, idx, cfg),
+        _ => Err(invalid(
+            format!("rows[{idx}]"),
+            format!("must be an array of {} numbers or an object of feature values", cfg.features),
+        )),
+    }
+}
 
 /// Scales one row of `D` finite values for the model.
 pub fn prepare(row: &[f64], idx: usize, cfg: &AnomalyConfig) -> Result<Vec<f32>, KindError> {
@@ -70,10 +135,11 @@ pub struct Contribution {
 }
 
 /// Score (mean squared error in the scaled space) and the `top` features by squared error.
-pub fn score(scaled: &[f32], recon: &[f32], raw: &[f64], cfg: &AnomalyConfig, top: usize) -> (f32, Vec<Contribution>) {
-    let errs: Vec<f32> = scaled.iter().zip(recon).map(|(x, r)| (x - r) * (x - r)).collect();
-    let total: f32 = errs.iter().sum();
-    let score = total / errs.len().max(1) as f32;
+/// Computed in f64: a value far outside the training range (1e20) squares past f32's range.
+pub fn score(scaled: &[f32], recon: &[f32], raw: &[f64], cfg: &AnomalyConfig, top: usize) -> (f64, Vec<Contribution>) {
+    let errs: Vec<f64> = scaled.iter().zip(recon).map(|(x, r)| (*x as f64 - *r as f64).powi(2)).collect();
+    let total: f64 = errs.iter().sum();
+    let score = total / errs.len().max(1) as f64;
     let mut idx: Vec<usize> = (0..errs.len()).collect();
     idx.sort_by(|a, b| errs[*b].total_cmp(&errs[*a]).then(a.cmp(b)));
     let contributions = idx
@@ -89,7 +155,7 @@ pub fn score(scaled: &[f32], recon: &[f32], raw: &[f64], cfg: &AnomalyConfig, to
                 index: i,
                 value: raw[i],
                 reconstructed,
-                share: if total > 0.0 { errs[i] / total } else { 0.0 },
+                share: if total > 0.0 { (errs[i] / total) as f32 } else { 0.0 },
             }
         })
         .collect();
@@ -99,7 +165,6 @@ pub fn score(scaled: &[f32], recon: &[f32], raw: &[f64], cfg: &AnomalyConfig, to
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::registry::config::Scaling;
 
     fn cfg() -> AnomalyConfig {
         AnomalyConfig {
@@ -118,6 +183,15 @@ mod tests {
         assert_eq!(x, vec![1.0, 2.0, 0.0]);
         let (s, top) = score(&x, &[1.0, 0.0, 0.0], &raw, &c, 2);
         assert!((s - 4.0 / 3.0).abs() < 1e-6);
+        // Far outside the training range the score stays a finite number.
+        let (big, _) = score(
+            &[1e20],
+            &[0.0],
+            &[1e20],
+            &AnomalyConfig { features: 1, threshold: 1.0, feature_names: vec![], scaling: None },
+            1,
+        );
+        assert!(big.is_finite() && big > 9e39, "{big}");
         assert_eq!(top[0].feature, "b");
         assert!((top[0].share - 1.0).abs() < 1e-6);
         assert!((top[0].reconstructed - 10.0).abs() < 1e-9);

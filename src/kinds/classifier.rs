@@ -1,10 +1,207 @@
-//! CNN classifiers: images (encoded files or raw pixel arrays) to `[C, H, W]` rows, logits to top-k.
+//! CNN classifiers (`POST /classify`): images (encoded files or raw pixel arrays) to `[C, H, W]`
+//! rows, logits to top-k.
 
-use super::{invalid, KindError};
-use crate::registry::config::{ClassifierConfig, ClassifierOutput, InvertPolicy};
+use super::{field_error, invalid, plain_file_name, positive, spec, FieldError, Kind, KindError, TensorSpec};
 use image::imageops::FilterType;
 use image::{DynamicImage, ImageBuffer, ImageReader, Limits, Luma, Rgb};
+use serde::{Deserialize, Serialize};
 use std::io::Cursor;
+use utoipa::ToSchema;
+
+/// The classifier kind: `[B, C, H, W]` float32 images to `[B, classes]` logits or probabilities.
+pub struct Classifier;
+
+impl Kind for Classifier {
+    const NAME: &'static str = "classifier";
+    const ENDPOINT: &'static str = "POST /classify";
+    type Config = ClassifierConfig;
+
+    fn validate(c: &ClassifierConfig) -> Result<(), FieldError> {
+        let [ch, h, w] = c.input_shape;
+        if ch != 1 && ch != 3 {
+            return Err(field_error("input_shape", "channels must be 1 or 3"));
+        }
+        if !(1..=4096).contains(&h) || !(1..=4096).contains(&w) {
+            return Err(field_error("input_shape", "height and width must be between 1 and 4096"));
+        }
+        if c.mean.len() != ch as usize {
+            return Err(field_error("mean", format!("needs {ch} values, one per channel")));
+        }
+        if c.std.len() != ch as usize || c.std.iter().any(|s| !positive(*s)) {
+            return Err(field_error("std", format!("needs {ch} positive values, one per channel")));
+        }
+        if !positive(c.pixel_scale) {
+            return Err(field_error("pixel_scale", "must be positive"));
+        }
+        if !(0.0..=1.0).contains(&c.alpha_background) {
+            return Err(field_error("alpha_background", "must be between 0 (black) and 1 (white)"));
+        }
+        if !plain_file_name(&c.labels_file) {
+            return Err(field_error("labels_file", "must be a file name in the model directory"));
+        }
+        Ok(())
+    }
+
+    fn labels_file(c: &ClassifierConfig) -> Option<&str> {
+        Some(&c.labels_file)
+    }
+
+    fn inputs(c: &ClassifierConfig) -> Vec<TensorSpec> {
+        let [ch, h, w] = c.input_shape;
+        vec![spec("images", "FP32", vec![-1, ch, h, w])]
+    }
+
+    fn outputs(c: &ClassifierConfig, labels: &[String]) -> Vec<TensorSpec> {
+        let name = match c.output {
+            ClassifierOutput::Logits => "logits",
+            ClassifierOutput::Probabilities => "probabilities",
+        };
+        vec![spec(name, "FP32", vec![-1, labels.len() as i64])]
+    }
+}
+
+/// How a classifier's images are turned into its input tensor (`[classifier]`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ClassifierConfig {
+    /// Input shape per item, `[C, H, W]`; C is 1 (grayscale) or 3 (RGB).
+    pub input_shape: [i64; 3],
+    /// Whether the model returns `logits` (softmax is applied by the server) or `probabilities`.
+    #[serde(default = "default_output")]
+    pub output: ClassifierOutput,
+    /// File next to config.toml with one class name per line, in output order.
+    #[serde(default = "default_labels_file")]
+    pub labels_file: String,
+    /// Pixel value that maps to 1.0 before normalisation (255 for 8-bit images).
+    #[serde(default = "default_pixel_scale")]
+    pub pixel_scale: f32,
+    /// Per-channel mean subtracted after scaling.
+    pub mean: Vec<f32>,
+    /// Per-channel standard deviation divided by after the mean.
+    pub std: Vec<f32>,
+    /// Whether to invert images: `auto` inverts when the border is lighter than mid-grey.
+    #[serde(default)]
+    pub invert: InvertPolicy,
+    /// The value transparent pixels take before anything else, from 0 (black) to 1 (white).
+    #[serde(default = "default_alpha_background")]
+    pub alpha_background: f32,
+}
+
+fn default_alpha_background() -> f32 {
+    1.0
+}
+
+/// Meaning of a classifier's output tensor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ClassifierOutput {
+    /// Unnormalised scores; the server applies softmax.
+    Logits,
+    /// Already a probability distribution.
+    Probabilities,
+}
+
+/// When to invert an image before it is normalised.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum InvertPolicy {
+    /// Invert when the mean of the border pixels is lighter than mid-grey (dark ink on paper).
+    #[default]
+    Auto,
+    /// Never invert.
+    Never,
+    /// Always invert.
+    Always,
+}
+
+fn default_output() -> ClassifierOutput {
+    ClassifierOutput::Logits
+}
+fn default_labels_file() -> String {
+    "labels.txt".to_string()
+}
+fn default_pixel_scale() -> f32 {
+    255.0
+}
+
+/// Where one image of a request comes from: an encoded file, or raw pixel values with a shape.
+pub enum Source {
+    /// An encoded image file, named by its request field.
+    Encoded(String, bytes::Bytes),
+    /// Raw pixel values with their `[H, W]` or `[H, W, C]` shape, named by their request field.
+    Values(String, Vec<f64>, Vec<usize>),
+}
+
+/// Decodes, converts, inverts, resizes and normalises each image into one model row; returns the
+/// rows with whether each was inverted. Heavy: run it off the async workers.
+pub fn preprocess_all(
+    sources: Vec<Source>,
+    cfg: &ClassifierConfig,
+    max_pixels: u64,
+) -> Result<Vec<(Vec<f32>, bool)>, KindError> {
+    sources
+        .into_iter()
+        .map(|s| {
+            let px: Pixels = match s {
+                Source::Encoded(field, bytes) => {
+                    from_image_on(&decode(&bytes, &field, max_pixels)?, cfg.input_shape[0], cfg.alpha_background)
+                }
+                Source::Values(field, values, shape) => from_values(&values, &shape, cfg, &field, max_pixels)?,
+            };
+            Ok(to_row(px, cfg))
+        })
+        .collect()
+}
+
+/// Flattens nested pixel arrays (`[H][W]` or `[H][W][C]`) or checks a flat array against `shape`.
+pub fn flatten_pixels(
+    v: &serde_json::Value,
+    shape: Option<Vec<usize>>,
+    field: &str,
+) -> Result<(Vec<f64>, Vec<usize>), KindError> {
+    let pf = format!("{field}.pixels");
+    let mut out = Vec::new();
+    let mut dims: Vec<usize> = Vec::new();
+    fn walk(
+        v: &serde_json::Value,
+        depth: usize,
+        dims: &mut Vec<usize>,
+        out: &mut Vec<f64>,
+        field: &str,
+    ) -> Result<(), KindError> {
+        match v {
+            serde_json::Value::Number(n) => {
+                if depth != dims.len() {
+                    return Err(invalid(field, "nested arrays must be rectangular"));
+                }
+                out.push(n.as_f64().unwrap_or(f64::NAN));
+                Ok(())
+            }
+            serde_json::Value::Array(a) => {
+                if depth > 3 {
+                    return Err(invalid(field, "at most 3 levels of nesting ([H][W][C])"));
+                }
+                if dims.len() == depth {
+                    if !out.is_empty() {
+                        return Err(invalid(field, "nested arrays must be rectangular"));
+                    }
+                    dims.push(a.len());
+                } else if dims[depth] != a.len() {
+                    return Err(invalid(field, "nested arrays must be rectangular"));
+                }
+                a.iter().try_for_each(|x| walk(x, depth + 1, dims, out, field))
+            }
+            _ => Err(invalid(field, "must hold only numbers")),
+        }
+    }
+    walk(v, 0, &mut dims, &mut out, &pf)?;
+    match (shape, dims.len()) {
+        (Some(s), 1) => Ok((out, s)),
+        (None, 2 | 3) => Ok((out, dims)),
+        (None, _) => Err(invalid(pf, "give nested [H][W] or [H][W][C] arrays, or a flat array with shape")),
+        (Some(_), _) => Err(invalid(format!("{field}.shape"), "only goes with a flat pixels array")),
+    }
+}
 
 /// An image as float channels in [0, 1], HWC, before resizing.
 pub enum Pixels {
@@ -25,7 +222,11 @@ pub fn decode(bytes: &[u8], field: &str, max_pixels: u64) -> Result<DynamicImage
     if reader.format().is_none() {
         return Err(undecodable("unrecognised image format; send PNG, JPEG, WebP, GIF or BMP".into()));
     }
-    let (width, height) = reader.into_dimensions().map_err(|e| undecodable(e.to_string()))?;
+    let (width, height) = reader.into_dimensions().map_err(|e| match e {
+        // The decoder's own ceiling on dimensions (a header claiming 2^31 pixels) is a size refusal too.
+        image::ImageError::Limits(l) => KindError::TooLargeToRead { field: field.to_string(), message: l.to_string() },
+        other => undecodable(other.to_string()),
+    })?;
     if width as u64 * height as u64 > max_pixels {
         return Err(KindError::TooLarge { field: field.to_string(), width, height, limit: max_pixels });
     }
@@ -49,7 +250,32 @@ pub fn decode(bytes: &[u8], field: &str, max_pixels: u64) -> Result<DynamicImage
 }
 
 /// Converts a decoded image to float channels for a model with `channels` input channels.
+/// Transparent pixels are composited onto white, as a browser shows them.
 pub fn from_image(img: &DynamicImage, channels: i64) -> Pixels {
+    from_image_on(img, channels, 1.0)
+}
+
+/// Converts a decoded image to float channels, compositing any alpha channel onto `background`
+/// (0 black to 1 white): an HTML canvas exports black strokes on transparent pixels, and
+/// dropping the alpha would make the whole image black.
+pub fn from_image_on(img: &DynamicImage, channels: i64, background: f32) -> Pixels {
+    if img.color().has_alpha() {
+        let rgba = img.to_rgba32f();
+        let (w, h) = rgba.dimensions();
+        let over = |p: &image::Rgba<f32>, c: usize| p.0[c] * p.0[3] + background * (1.0 - p.0[3]);
+        return if channels == 1 {
+            // ITU-R BT.601 luma, as image's own grayscale conversion uses.
+            Pixels::Gray(ImageBuffer::from_fn(w, h, |x, y| {
+                let p = rgba.get_pixel(x, y);
+                Luma([0.299 * over(p, 0) + 0.587 * over(p, 1) + 0.114 * over(p, 2)])
+            }))
+        } else {
+            Pixels::Rgb(ImageBuffer::from_fn(w, h, |x, y| {
+                let p = rgba.get_pixel(x, y);
+                Rgb([over(p, 0), over(p, 1), over(p, 2)])
+            }))
+        };
+    }
     if channels == 1 {
         Pixels::Gray(img.to_luma32f())
     } else {
@@ -220,6 +446,7 @@ mod tests {
             mean: vec![0.5],
             std: vec![0.5],
             invert: InvertPolicy::Auto,
+            alpha_background: 1.0,
         }
     }
 
@@ -240,6 +467,32 @@ mod tests {
         assert_eq!(row.len(), 16);
         assert!((row[0] + 1.0).abs() < 1e-6);
         assert!((row[5] - 1.0).abs() < 1e-6, "the ink becomes bright: {}", row[5]);
+    }
+
+    #[test]
+    fn transparent_pixels_are_composited_onto_white() {
+        // Black strokes on a transparent canvas, as an HTML canvas exports a drawing.
+        let img = image::RgbaImage::from_fn(8, 8, |x, _| {
+            if x == 3 {
+                image::Rgba([0, 0, 0, 255])
+            } else {
+                image::Rgba([0, 0, 0, 0])
+            }
+        });
+        let mut bytes = Vec::new();
+        DynamicImage::ImageRgba8(img).write_to(&mut Cursor::new(&mut bytes), image::ImageFormat::Png).unwrap();
+        let decoded = decode(&bytes, "image", 1000).unwrap();
+        let Pixels::Gray(g) = from_image(&decoded, 1) else { panic!("one channel") };
+        assert!((g.get_pixel(0, 0).0[0] - 1.0).abs() < 1e-6, "transparent is white");
+        assert!(g.get_pixel(3, 0).0[0].abs() < 1e-6, "the stroke stays black");
+        // So automatic inversion sees dark ink on paper, as for the same strokes on white.
+        let mut c = cfg();
+        c.input_shape = [1, 8, 8];
+        let (row, inverted) = to_row(from_image(&decoded, 1), &c);
+        assert!(inverted);
+        assert!(row[3] > row[0], "the stroke is the bright part after inversion");
+        let Pixels::Gray(b) = from_image_on(&decoded, 1, 0.0) else { panic!() };
+        assert!(b.get_pixel(0, 0).0[0].abs() < 1e-6, "a configured black background");
     }
 
     #[test]

@@ -1,8 +1,182 @@
-//! Sequence forecasters: a history of values to a `[T, F]` row in the model's scale, and the
-//! model's `[H, F]` (or `[H, F, Q]`, or one-step `[F]`) output back to user units.
+//! Sequence forecasters (`POST /forecast`): a history of values to a `[T, F]` row in the model's
+//! scale, and the model's `[H, F]` (or `[H, F, Q]`, or one-step `[F]`) output back to user units.
+//! Horizons beyond the model's own are rolled out by [`Rollout`].
 
-use super::{invalid, KindError};
-use crate::registry::config::ForecasterConfig;
+use super::{field_error, invalid, spec, FieldError, Kind, KindError, Scaling, TensorSpec};
+use crate::tensor::{ItemTensor, TensorData};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+/// The forecaster kind: `[B, T, F]` history to `[B, H, F]` forecast (or `[B, H, F, Q]`, or `[B, F]`).
+pub struct Forecaster;
+
+impl Kind for Forecaster {
+    const NAME: &'static str = "forecaster";
+    const ENDPOINT: &'static str = "POST /forecast";
+    type Config = ForecasterConfig;
+
+    fn validate(f: &ForecasterConfig) -> Result<(), FieldError> {
+        if !(1..=1024).contains(&f.features) {
+            return Err(field_error("features", "must be between 1 and 1024"));
+        }
+        if f.min_context == 0 || f.min_context > f.max_context || f.max_context > 100_000 {
+            return Err(field_error("min_context", "need 1 <= min_context <= max_context <= 100000"));
+        }
+        if f.model_horizon == 0 || (f.one_step && f.model_horizon != 1) {
+            return Err(field_error("model_horizon", "must be >= 1, and 1 for a one-step model"));
+        }
+        if f.max_horizon < 1 || f.max_horizon > 10_000 {
+            return Err(field_error("max_horizon", "must be between 1 and 10000"));
+        }
+        if f.quantiles.iter().any(|q| !(*q > 0.0 && *q < 1.0)) {
+            return Err(field_error("quantiles", "each must lie strictly between 0 and 1"));
+        }
+        if f.quantiles.windows(2).any(|w| w[0] >= w[1]) {
+            return Err(field_error("quantiles", "must be strictly increasing"));
+        }
+        if !f.feature_names.is_empty() && f.feature_names.len() as i64 != f.features {
+            return Err(field_error("feature_names", format!("needs {} names", f.features)));
+        }
+        if let Some(s) = &f.scaling {
+            s.check(f.features as usize, "scaling")?;
+        }
+        Ok(())
+    }
+
+    fn inputs(f: &ForecasterConfig) -> Vec<TensorSpec> {
+        let t = if f.min_context == f.max_context { f.max_context as i64 } else { -1 };
+        vec![spec("history", "FP32", vec![-1, t, f.features])]
+    }
+
+    fn outputs(f: &ForecasterConfig, _labels: &[String]) -> Vec<TensorSpec> {
+        let mut shape = if f.one_step { vec![-1, f.features] } else { vec![-1, f.model_horizon as i64, f.features] };
+        if !f.quantiles.is_empty() {
+            shape.push(f.quantiles.len() as i64);
+        }
+        vec![spec("forecast", "FP32", shape)]
+    }
+
+    fn warmup_len(f: &ForecasterConfig) -> i64 {
+        f.min_context as i64
+    }
+
+    /// Variable dimensions still have limits: the history length must be in the model's range.
+    fn check_v2_input(f: &ForecasterConfig, input: usize, shape: &[i64], _data: &TensorData) -> Result<(), String> {
+        let t = shape.get(1).copied().unwrap_or(0) as usize;
+        if input == 0 && (t < f.min_context || t > f.max_context) {
+            return Err(format!(
+                "input 'history': length {t} is outside the model's context range {}..={}",
+                f.min_context, f.max_context
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// A forecaster's contract (`[forecaster]`): `[B, T, F]` history to `[B, H, F]` forecast (or `[B, H, F, Q]` quantiles).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ForecasterConfig {
+    /// Features per time step (F).
+    pub features: i64,
+    /// Shortest history the model accepts (T).
+    pub min_context: usize,
+    /// Longest history fed to the model; longer histories are cut to the most recent window.
+    pub max_context: usize,
+    /// Steps the model predicts in one forward (H); 1 for a one-step model.
+    pub model_horizon: usize,
+    /// Largest horizon a request may ask for; beyond `model_horizon` the server rolls out.
+    pub max_horizon: usize,
+    /// Whether the model is one-step with output `[B, F]` instead of `[B, H, F]`.
+    #[serde(default)]
+    pub one_step: bool,
+    /// Quantile levels of the last output dimension, if the model outputs `[B, H, F, Q]`.
+    #[serde(default)]
+    pub quantiles: Vec<f32>,
+    /// Scaling applied to the history and inverted on the forecast.
+    pub scaling: Option<Scaling>,
+    /// Names of the features, in order (optional).
+    #[serde(default)]
+    pub feature_names: Vec<String>,
+}
+
+/// Reads `series` as rows of `f` values; a flat list of numbers is accepted for univariate models.
+/// Returns the rows and whether the list was flat (the answer then is flat too).
+pub fn series_rows(v: &serde_json::Value, f: usize) -> Result<(Vec<Vec<f64>>, bool), KindError> {
+    let serde_json::Value::Array(items) = v else {
+        return Err(invalid("series", "must be an array of numbers (or of rows of numbers)"));
+    };
+    let num = |x: &serde_json::Value, field: String| -> Result<f64, KindError> {
+        x.as_f64().ok_or_else(|| invalid(field, "must be a number"))
+    };
+    if items.first().is_some_and(|x| x.is_array()) {
+        let rows = items
+            .iter()
+            .enumerate()
+            .map(|(t, r)| match r {
+                serde_json::Value::Array(vals) => {
+                    vals.iter().enumerate().map(|(i, x)| num(x, format!("series[{t}][{i}]"))).collect()
+                }
+                _ => Err(invalid(format!("series[{t}]"), format!("must be a row of {f} numbers"))),
+            })
+            .collect::<Result<Vec<Vec<f64>>, _>>()?;
+        return Ok((rows, false));
+    }
+    if f != 1 && !items.is_empty() {
+        return Err(invalid("series", format!("this model takes {f} features per step; send rows of {f} numbers")));
+    }
+    let rows = items
+        .iter()
+        .enumerate()
+        .map(|(t, x)| num(x, format!("series[{t}]")).map(|v| vec![v]))
+        .collect::<Result<_, _>>()?;
+    Ok((rows, true))
+}
+
+/// A forecast being rolled out: the model is called on the rolling window until the horizon is
+/// covered, each forecast appended to the window. Pure: the caller runs each [`Rollout::next_item`]
+/// through the model and hands the output to [`Rollout::feed`].
+#[derive(Debug, Clone)]
+pub struct Rollout {
+    window: Vec<f32>,
+    horizon: usize,
+    /// Point forecast per step, in the model's scale.
+    pub point: Vec<Vec<f32>>,
+    /// Per quantile level, the forecast per step, in the model's scale.
+    pub quantiles: Vec<Vec<Vec<f32>>>,
+}
+
+impl Rollout {
+    /// Starts from a prepared history.
+    pub fn new(prepared: &Prepared, horizon: usize, cfg: &ForecasterConfig) -> Rollout {
+        Rollout {
+            window: prepared.window.clone(),
+            horizon,
+            point: Vec::with_capacity(horizon),
+            quantiles: vec![Vec::new(); cfg.quantiles.len()],
+        }
+    }
+
+    /// The model input for the next forward, or `None` once the horizon is covered.
+    pub fn next_item(&self, cfg: &ForecasterConfig) -> Option<Vec<ItemTensor>> {
+        if self.point.len() >= self.horizon {
+            return None;
+        }
+        let f = cfg.features as usize;
+        Some(vec![ItemTensor::f32(vec![(self.window.len() / f) as i64, f as i64], self.window.clone())])
+    }
+
+    /// Takes one forward's output (the item's first output tensor's data).
+    pub fn feed(&mut self, data: &[f32], cfg: &ForecasterConfig) {
+        let Chunk { point, quantiles } = split_output(data, cfg);
+        let take = point.len().min(self.horizon - self.point.len());
+        for (j, qv) in quantiles.into_iter().enumerate() {
+            self.quantiles[j].extend(qv.into_iter().take(take));
+        }
+        roll(&mut self.window, &point[..take], cfg);
+        self.point.extend(point.into_iter().take(take));
+    }
+}
 
 /// A validated history, ready for the model.
 #[derive(Debug, Clone, PartialEq)]
@@ -190,7 +364,6 @@ pub fn timestamps(start: &str, step: Step, history_len: usize, horizon: usize) -
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::registry::config::Scaling;
 
     fn cfg() -> ForecasterConfig {
         ForecasterConfig {
@@ -243,6 +416,32 @@ mod tests {
         assert_eq!(chunk.point, vec![vec![2.0], vec![5.0]]);
         assert_eq!(chunk.quantiles[0], vec![vec![1.0], vec![4.0]]);
         assert_eq!(chunk.quantiles[2], vec![vec![3.0], vec![6.0]]);
+    }
+
+    #[test]
+    fn a_rollout_feeds_each_forecast_back_until_the_horizon() {
+        let c = cfg();
+        let p = prepare(&rows(&[10.0, 12.0, 14.0]), &c).unwrap();
+        let mut r = Rollout::new(&p, 3, &c);
+        let first = r.next_item(&c).unwrap();
+        assert_eq!(first[0].shape, vec![3, 1]);
+        r.feed(&[4.0, 5.0], &c);
+        let second = r.next_item(&c).unwrap();
+        assert_eq!(second[0].data, TensorData::F32(vec![0.0, 1.0, 2.0, 4.0, 5.0]), "forecast appended");
+        r.feed(&[6.0, 7.0], &c);
+        assert!(r.next_item(&c).is_none());
+        assert_eq!(r.point, vec![vec![4.0], vec![5.0], vec![6.0]], "only the horizon is kept");
+    }
+
+    #[test]
+    fn series_forms() {
+        assert_eq!(series_rows(&serde_json::json!([1, 2]), 1).unwrap(), (vec![vec![1.0], vec![2.0]], true));
+        assert_eq!(series_rows(&serde_json::json!([[1, 2]]), 2).unwrap(), (vec![vec![1.0, 2.0]], false));
+        assert!(
+            matches!(series_rows(&serde_json::json!([1, "x"]), 1), Err(KindError::Invalid { ref field, .. }) if field == "series[1]")
+        );
+        assert!(series_rows(&serde_json::json!([1, 2]), 2).is_err());
+        assert!(series_rows(&serde_json::json!({"a": 1}), 1).is_err());
     }
 
     #[test]

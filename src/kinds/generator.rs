@@ -4,11 +4,124 @@
 //! Image `i` of a request with seed `s` always gets the same `z`: it comes from a ChaCha8 stream
 //! selected by `i` under key `s`, independent of any global RNG, of `n`, and of what else is batched.
 
-use super::{invalid, KindError};
-use crate::registry::config::GeneratorConfig;
+use super::{field_error, invalid, plain_file_name, spec, FieldError, Kind, KindError, TensorSpec};
+use crate::tensor::{ItemTensor, TensorData};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rand_distr::StandardNormal;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+/// The generator kind (`GET /generate`): `z [B, Z]` (+ `labels [B]` int64) to `[B, C, H, W]` in [-1, 1].
+pub struct Generator;
+
+impl Kind for Generator {
+    const NAME: &'static str = "generator";
+    const ENDPOINT: &'static str = "GET /generate";
+    type Config = GeneratorConfig;
+
+    fn validate(g: &GeneratorConfig) -> Result<(), FieldError> {
+        if !(1..=65_536).contains(&g.latent_dim) {
+            return Err(field_error("latent_dim", "must be between 1 and 65536"));
+        }
+        if !(0..=100_000).contains(&g.num_classes) {
+            return Err(field_error("num_classes", "must be between 0 and 100000"));
+        }
+        let [c, h, w] = g.output_shape;
+        if !(c == 1 || c == 3) || !(1..=2048).contains(&h) || !(1..=2048).contains(&w) {
+            return Err(field_error("output_shape", "needs C in {1, 3} and H, W between 1 and 2048"));
+        }
+        if g.max_n == 0 || g.max_n > 1024 {
+            return Err(field_error("max_n", "must be between 1 and 1024"));
+        }
+        if g.labels_file.as_deref().is_some_and(|l| !plain_file_name(l)) {
+            return Err(field_error("labels_file", "must be a file name in the model directory"));
+        }
+        Ok(())
+    }
+
+    fn labels_file(g: &GeneratorConfig) -> Option<&str> {
+        g.labels_file.as_deref()
+    }
+
+    fn check_labels(g: &GeneratorConfig, labels: &[String]) -> Result<(), String> {
+        if g.num_classes as usize != labels.len() {
+            return Err(format!("{} labels but generator.num_classes = {}", labels.len(), g.num_classes));
+        }
+        Ok(())
+    }
+
+    fn inputs(g: &GeneratorConfig) -> Vec<TensorSpec> {
+        let mut v = vec![spec("z", "FP32", vec![-1, g.latent_dim])];
+        if g.num_classes > 0 {
+            v.push(spec("labels", "INT64", vec![-1]));
+        }
+        v
+    }
+
+    fn outputs(g: &GeneratorConfig, _labels: &[String]) -> Vec<TensorSpec> {
+        let [c, h, w] = g.output_shape;
+        vec![spec("images", "FP32", vec![-1, c, h, w])]
+    }
+
+    /// A conditional generator's labels must name one of its classes, or its embedding lookup
+    /// would fail the whole batch.
+    fn check_v2_input(g: &GeneratorConfig, input: usize, _shape: &[i64], data: &TensorData) -> Result<(), String> {
+        if let (1, TensorData::I64(labels)) = (input, data) {
+            if let Some(i) = labels.iter().position(|l| *l < 0 || *l >= g.num_classes) {
+                return Err(format!(
+                    "input 'labels': element {i} must be a class index from 0 to {}",
+                    g.num_classes - 1
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A generator's contract (`[generator]`): `z [B, Z]` (+ `labels [B]` int64) to images `[B, C, H, W]` in [-1, 1].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GeneratorConfig {
+    /// Latent size (Z).
+    pub latent_dim: i64,
+    /// Number of classes of a conditional generator; 0 for an unconditional one.
+    #[serde(default)]
+    pub num_classes: i64,
+    /// Output shape per item, `[C, H, W]`.
+    pub output_shape: [i64; 3],
+    /// Optional class names file for a conditional generator.
+    pub labels_file: Option<String>,
+    /// Largest `n` one request may ask for.
+    #[serde(default = "default_max_n")]
+    pub max_n: usize,
+}
+
+fn default_max_n() -> usize {
+    64
+}
+
+/// The model inputs of image `i` of a request: its latent vector under `seed`, and its label
+/// when the generator is conditional.
+pub fn item(seed: u64, i: usize, labels: &[i64], cfg: &GeneratorConfig) -> Vec<ItemTensor> {
+    let mut item = vec![ItemTensor::f32(vec![cfg.latent_dim], latent(seed, i as u64, cfg.latent_dim as usize))];
+    if let Some(l) = labels.get(i) {
+        item.push(ItemTensor::i64(vec![], vec![*l]));
+    }
+    item
+}
+
+/// One HWC 8-bit image as nested JSON arrays: `[H][W]` for one channel, `[H][W][C]` otherwise.
+pub fn pixels_json(px: &[u8], c: usize, w: usize) -> serde_json::Value {
+    if c == 1 {
+        serde_json::json!(px.chunks(w).map(|r| r.to_vec()).collect::<Vec<_>>())
+    } else {
+        serde_json::json!(px
+            .chunks(w * c)
+            .map(|r| r.chunks(c).map(|p| p.to_vec()).collect::<Vec<_>>())
+            .collect::<Vec<_>>())
+    }
+}
 
 /// The latent vector of image `index` under `seed`.
 pub fn latent(seed: u64, index: u64, dim: usize) -> Vec<f32> {
@@ -99,6 +212,15 @@ pub fn png_grid(images: &[Vec<u8>], c: usize, h: usize, w: usize) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn json_pixels_are_rows_of_pixels() {
+        assert_eq!(pixels_json(&[1, 2, 3, 4], 1, 2), serde_json::json!([[1, 2], [3, 4]]));
+        assert_eq!(pixels_json(&[1, 2, 3, 4, 5, 6], 3, 2), serde_json::json!([[[1, 2, 3], [4, 5, 6]]]));
+        let it = item(3, 1, &[7, 8], &cfg());
+        assert_eq!(it[1], ItemTensor::i64(vec![], vec![8]));
+        assert_eq!(it[0].shape, vec![8]);
+    }
 
     fn cfg() -> GeneratorConfig {
         GeneratorConfig { latent_dim: 8, num_classes: 10, output_shape: [1, 4, 4], labels_file: None, max_n: 16 }

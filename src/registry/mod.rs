@@ -11,30 +11,32 @@
 //! finish on it, and the old workers exit when the last of them is done. A failed load leaves
 //! whatever was serving in place and records the reason.
 
-pub mod config;
-pub mod device;
+mod loader;
 
-use crate::batching::worker::{first_line, forward_items, load_replica, ReplicaPrep};
-use crate::batching::{Batcher, BatcherSpec, InferError};
-use crate::kinds;
+use crate::batching::Batcher;
+use crate::device::{device_name, DeviceSpec};
+use crate::kinds::ModelConfig;
 use crate::metrics::Metrics;
 use arc_swap::ArcSwap;
-use config::{Kind, ModelConfig, NamedPolicy, VersionPolicy};
-use device::{device_name, DeviceSpec};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Instant, SystemTime};
+use std::time::SystemTime;
 use tch::Device;
 use utoipa::ToSchema;
+
+pub use loader::LoadError;
 
 /// Registry failures; each maps to one HTTP status in `api::error`.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum RegistryError {
-    /// No model of that name in the repository.
+    /// No model of that name in the repository (the name as given, cut to 64 characters).
     #[error("model '{0}' not found")]
     ModelNotFound(String),
+    /// The name resolves (through a symlink) to a directory outside the models directory.
+    #[error("model '{0}' resolves outside the models directory and is not served")]
+    OutsideRepository(String),
     /// The model exists but does not serve that version.
     #[error("model '{model}' does not serve version {version} (serving: {serving:?})")]
     VersionNotFound {
@@ -58,7 +60,7 @@ pub enum RegistryError {
     /// The name could resolve outside the repository, or has characters that are not allowed.
     #[error("invalid model name '{0}': use 1-128 characters from A-Z a-z 0-9 . _ - , starting with a letter or digit")]
     InvalidName(String),
-    /// Loading failed; what was serving before keeps serving.
+    /// Loading failed; what was serving before keeps serving. The message names the file.
     #[error("{0}")]
     LoadFailed(String),
 }
@@ -98,6 +100,8 @@ pub struct LoadedVersion {
     pub config: Arc<ModelConfig>,
     /// Where its replicas live.
     pub device: Device,
+    /// The engine that runs it (`torchscript`).
+    pub engine: &'static str,
     /// Class names (classifier, conditional generator), else empty.
     pub labels: Vec<String>,
     /// Seconds the load took, warm-up included.
@@ -110,8 +114,8 @@ pub struct LoadedVersion {
 
 impl LoadedVersion {
     /// The kind of the model.
-    pub fn kind(&self) -> Kind {
-        self.config.kind
+    pub fn kind(&self) -> &'static str {
+        self.config.kind_name()
     }
     /// Number of classes in the classifier output.
     pub fn classes(&self) -> usize {
@@ -123,6 +127,9 @@ type Serving = BTreeMap<u64, Arc<LoadedVersion>>;
 
 #[derive(Default)]
 struct SlotInfo {
+    /// Whether readiness waits for this model: it was in the repository at start-up, or it has
+    /// served since. A model added later (hot-add) that fails to load is reported, not waited for.
+    required: bool,
     state: Option<ModelState>,
     config: Option<Arc<ModelConfig>>,
     last_error: Option<String>,
@@ -155,6 +162,14 @@ pub struct Registry {
     metrics: Metrics,
 }
 
+/// A name for messages: at most 64 characters, so a 10,000-character name is not echoed whole.
+fn shown(name: &str) -> String {
+    if name.chars().count() <= 64 {
+        return name.to_string();
+    }
+    format!("{}...", name.chars().take(64).collect::<String>())
+}
+
 /// Whether a model name is safe to use as a directory name under the repository.
 pub fn valid_name(name: &str) -> bool {
     let ok_chars = name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
@@ -173,6 +188,9 @@ pub struct VersionInfo {
     /// Device of its replicas.
     #[schema(example = "cpu")]
     pub device: String,
+    /// The engine that runs it.
+    #[schema(example = "torchscript")]
+    pub engine: &'static str,
     /// Live worker threads.
     pub workers: usize,
     /// Items waiting in its queue.
@@ -190,7 +208,8 @@ pub struct ModelInfo {
     #[schema(example = "digits-cnn")]
     pub name: String,
     /// Architecture kind, if the config could be read.
-    pub kind: Option<Kind>,
+    #[schema(example = "classifier")]
+    pub kind: Option<&'static str>,
     /// Lifecycle state.
     pub state: ModelState,
     /// Versions being served.
@@ -201,7 +220,7 @@ pub struct ModelInfo {
     pub last_error: Option<String>,
     /// The parsed config (contract, batching, version policy).
     #[schema(value_type = Option<Object>)]
-    pub config: Option<ModelConfig>,
+    pub config: Option<serde_json::Value>,
 }
 
 impl Registry {
@@ -231,14 +250,31 @@ impl Registry {
 
     /// Loads every model on disk, in parallel, one thread per model. Failures are recorded per model.
     pub fn load_all(&self) -> Vec<(String, Result<(), RegistryError>)> {
+        self.load_all_with(|_| {})
+    }
+
+    /// Like [`Registry::load_all`], but first parses every config once and calls `before` with the
+    /// worker threads the valid ones ask for (the sum of their `instances`, at least 1), before any
+    /// worker starts: the server's thread rule needs that sum. A config that fails to parse is
+    /// reported by its model's load, like any other load failure.
+    pub fn load_all_with(&self, before: impl FnOnce(usize)) -> Vec<(String, Result<(), RegistryError>)> {
         let names = self.discover();
+        let parsed: Vec<(String, Option<Arc<ModelConfig>>)> = names
+            .into_iter()
+            .map(|n| {
+                let c = ModelConfig::load(&self.opts.root.join(&n).join("config.toml"), &format!("{n}/config.toml"));
+                (n, c.ok().map(Arc::new))
+            })
+            .collect();
+        let instances: usize =
+            parsed.iter().filter_map(|(_, c)| c.as_ref()).map(|c| c.manifest.batching.instances).sum();
+        before(instances.max(1));
         std::thread::scope(|s| {
-            let handles: Vec<_> = names
-                .iter()
-                .map(|n| {
-                    let n = n.clone();
+            let handles: Vec<_> = parsed
+                .into_iter()
+                .map(|(n, c)| {
                     s.spawn(move || {
-                        let r = self.load(&n);
+                        let r = self.load_slot(&n, c, true);
                         (n, r)
                     })
                 })
@@ -269,18 +305,17 @@ impl Registry {
     /// Resolves `name` to a directory inside the repository, refusing anything that could escape it.
     fn model_dir(&self, name: &str) -> Result<PathBuf, RegistryError> {
         if !valid_name(name) {
-            return Err(RegistryError::InvalidName(name.chars().take(64).collect()));
+            return Err(RegistryError::InvalidName(shown(name)));
         }
         let dir = self.opts.root.join(name);
         if !dir.join("config.toml").is_file() {
-            return Err(RegistryError::ModelNotFound(name.to_string()));
+            return Err(RegistryError::ModelNotFound(shown(name)));
         }
         // A symlink may still point elsewhere: the canonical path must stay under the root.
-        let root =
-            std::fs::canonicalize(&self.opts.root).map_err(|_| RegistryError::ModelNotFound(name.to_string()))?;
-        let canon = std::fs::canonicalize(&dir).map_err(|_| RegistryError::ModelNotFound(name.to_string()))?;
+        let root = std::fs::canonicalize(&self.opts.root).map_err(|_| RegistryError::ModelNotFound(shown(name)))?;
+        let canon = std::fs::canonicalize(&dir).map_err(|_| RegistryError::ModelNotFound(shown(name)))?;
         if !canon.starts_with(&root) {
-            return Err(RegistryError::InvalidName(name.to_string()));
+            return Err(RegistryError::OutsideRepository(shown(name)));
         }
         Ok(dir)
     }
@@ -294,31 +329,53 @@ impl Registry {
     /// warmed beside what is serving, then swapped in atomically. On failure nothing changes
     /// except the recorded error.
     pub fn load(&self, name: &str) -> Result<(), RegistryError> {
-        let dir = self.model_dir(name)?;
+        self.load_parsed(name, None)
+    }
+
+    /// [`Registry::load`] with the config already parsed (start-up parses every config once).
+    fn load_parsed(&self, name: &str, parsed: Option<Arc<ModelConfig>>) -> Result<(), RegistryError> {
+        self.load_slot(name, parsed, false)
+    }
+
+    fn load_slot(&self, name: &str, parsed: Option<Arc<ModelConfig>>, at_start: bool) -> Result<(), RegistryError> {
+        let dir = match self.model_dir(name) {
+            Ok(d) => d,
+            // A model that serves and whose directory is gone keeps serving; say so.
+            Err(RegistryError::ModelNotFound(_)) if self.slot(name).is_some_and(|s| !s.serving.load().is_empty()) => {
+                let msg = format!("{name}: the model directory is gone; the loaded versions keep serving");
+                if let Some(slot) = self.slot(name) {
+                    slot.info.lock().unwrap_or_else(|p| p.into_inner()).last_error = Some(msg.clone());
+                }
+                return Err(RegistryError::LoadFailed(msg));
+            }
+            Err(e) => return Err(e),
+        };
         let slot = self.slot_or_create(name);
         let _admin = slot.admin.lock().unwrap_or_else(|p| p.into_inner());
         {
             let mut info = slot.info.lock().unwrap_or_else(|p| p.into_inner());
+            info.required |= at_start;
             if slot.serving.load().is_empty() {
                 info.state = Some(ModelState::Loading);
             }
         }
         let fingerprint = fingerprint(&dir);
-        let result = self.build_versions(name, &dir);
+        let result = loader::build_versions(&self.opts, &self.metrics, name, &dir, parsed);
         let mut info = slot.info.lock().unwrap_or_else(|p| p.into_inner());
         match result {
             Ok((cfg, versions)) => {
                 let numbers: Vec<u64> = versions.keys().copied().collect();
                 slot.serving.store(Arc::new(versions));
                 info.state = Some(ModelState::Ready);
+                info.required = true;
                 info.config = Some(cfg);
                 info.last_error = None;
                 info.fingerprint = Some(fingerprint);
                 tracing::info!(model = name, versions = ?numbers, "model ready");
                 Ok(())
             }
-            Err((cfg, msg)) => {
-                let msg = self.scrub(&msg);
+            Err((cfg, e)) => {
+                let msg = self.scrub(&e.to_string());
                 tracing::error!(model = name, error = %msg, "model load failed; previous versions (if any) keep serving");
                 if cfg.is_some() {
                     info.config = cfg;
@@ -333,109 +390,12 @@ impl Registry {
         }
     }
 
-    #[allow(clippy::type_complexity)]
-    fn build_versions(
-        &self,
-        name: &str,
-        dir: &Path,
-    ) -> Result<(Arc<ModelConfig>, Serving), (Option<Arc<ModelConfig>>, String)> {
-        let cfg = ModelConfig::load(&dir.join("config.toml"), &format!("{name}/config.toml"))
-            .map_err(|e| (None, e.to_string()))?;
-        let cfg = Arc::new(cfg);
-        let fail = |m: String| (Some(cfg.clone()), m);
-        let on_disk = versions_on_disk(dir);
-        let wanted: Vec<u64> = match &cfg.version_policy {
-            VersionPolicy::Named(NamedPolicy::Latest) => on_disk.last().copied().into_iter().collect(),
-            VersionPolicy::Named(NamedPolicy::All) => on_disk.clone(),
-            VersionPolicy::Specific(v) => {
-                if let Some(missing) = v.iter().find(|v| !on_disk.contains(v)) {
-                    return Err(fail(format!(
-                        "{name}/config.toml: version_policy: version {missing} has no {name}/{missing}/model.pt"
-                    )));
-                }
-                v.clone()
-            }
-        };
-        if wanted.is_empty() {
-            return Err(fail(format!("{name}: no version directory with a model.pt (expected {name}/<N>/model.pt)")));
-        }
-        let spec = match &cfg.device {
-            Some(d) => DeviceSpec::parse(d).map_err(|m| fail(format!("{name}/config.toml: device: {m}")))?,
-            None => self.opts.default_device,
-        };
-        let device = spec.resolve().map_err(|m| fail(format!("{name}: {m}")))?;
-        let labels = read_labels(dir, &cfg).map_err(|m| fail(format!("{name}/{m}")))?;
-        let mut serving = Serving::new();
-        for v in wanted {
-            let loaded = self
-                .load_version(name, dir, v, cfg.clone(), device, labels.clone())
-                .map_err(|m| fail(format!("{name}/{v}/model.pt: {m}")))?;
-            serving.insert(v, Arc::new(loaded));
-        }
-        Ok((cfg, serving))
-    }
-
-    fn load_version(
-        &self,
-        name: &str,
-        dir: &Path,
-        version: u64,
-        cfg: Arc<ModelConfig>,
-        device: Device,
-        labels: Vec<String>,
-    ) -> Result<LoadedVersion, String> {
-        let t0 = Instant::now();
-        let batching = cfg.batching.for_device(device);
-        let path = dir.join(version.to_string()).join("model.pt");
-        let bytes = Arc::new(std::fs::read(&path).map_err(|e| format!("cannot read: {}", e.kind()))?);
-        let _no_grad = tch::no_grad_guard();
-        let prep = ReplicaPrep::of(&cfg);
-        let mut replicas = Vec::with_capacity(batching.instances);
-        for _ in 0..batching.instances {
-            replicas.push(load_replica(&bytes, device, &prep)?);
-        }
-        // Warm-up doubles as the contract check: batch 1 and max_batch_size on the first replica,
-        // max_batch_size on every other one (so each worker's first real batch is warm too).
-        let item = kinds::warmup_item(&cfg);
-        let max = batching.max_batch_size;
-        for (r, module) in replicas.iter().enumerate() {
-            let sizes: &[usize] = if r == 0 && !batching.fixed_batch_size { &[1, max] } else { &[max] };
-            for &b in sizes {
-                let batch: Vec<&[crate::batching::ItemTensor]> = (0..b).map(|_| item.as_slice()).collect();
-                let out = forward_items(module, device, prep.memory_format, &batch).map_err(|e| match e {
-                    InferError::Forward(m) => format!("warm-up forward at batch size {b} failed: {}", first_line(&m)),
-                    other => format!("warm-up at batch size {b}: {other}"),
-                })?;
-                let first =
-                    out.into_iter().next().expect("b >= 1").map_err(|e| format!("warm-up at batch size {b}: {e}"))?;
-                let shapes: Vec<Vec<i64>> = first.iter().map(|t| t.shape.clone()).collect();
-                kinds::check_outputs(&cfg, labels.len(), &shapes)
-                    .map_err(|m| format!("contract check at batch size {b}: {m}"))?;
-            }
-        }
-        let load_seconds = t0.elapsed().as_secs_f64();
-        self.metrics.load_seconds.with_label_values(&[name, &version.to_string()]).set(load_seconds);
-        tracing::info!(model = name, version, device = %device_name(device), load_seconds, "version loaded and warmed");
-        let spec = BatcherSpec { model: name.to_string(), version, device, batching, module_bytes: bytes, prep };
-        let batcher = Batcher::start(spec, replicas, self.metrics.clone());
-        Ok(LoadedVersion {
-            name: name.to_string(),
-            version,
-            config: cfg,
-            device,
-            labels,
-            load_seconds,
-            loaded_at: SystemTime::now(),
-            batcher,
-        })
-    }
-
     /// Stops serving a model. Requests already holding a version finish on it.
     pub fn unload(&self, name: &str) -> Result<(), RegistryError> {
         if !valid_name(name) {
-            return Err(RegistryError::InvalidName(name.chars().take(64).collect()));
+            return Err(RegistryError::InvalidName(shown(name)));
         }
-        let slot = self.slot(name).ok_or_else(|| RegistryError::ModelNotFound(name.to_string()))?;
+        let slot = self.slot(name).ok_or_else(|| RegistryError::ModelNotFound(shown(name)))?;
         let _admin = slot.admin.lock().unwrap_or_else(|p| p.into_inner());
         slot.serving.store(Arc::new(Serving::new()));
         let mut info = slot.info.lock().unwrap_or_else(|p| p.into_inner());
@@ -447,7 +407,7 @@ impl Registry {
 
     /// The version that serves a request: the one asked for, or the newest.
     pub fn resolve(&self, name: &str, version: Option<u64>) -> Result<Arc<LoadedVersion>, RegistryError> {
-        let slot = self.slot(name).ok_or_else(|| RegistryError::ModelNotFound(name.to_string()))?;
+        let slot = self.slot(name).ok_or_else(|| RegistryError::ModelNotFound(shown(name)))?;
         let serving = slot.serving.load();
         if serving.is_empty() {
             let info = slot.info.lock().unwrap_or_else(|p| p.into_inner());
@@ -470,7 +430,7 @@ impl Registry {
     /// The serving version when exactly one model of `kind` serves exactly one version: then
     /// every valid request to that kind's endpoint goes to its queue, known before the body is
     /// parsed.
-    pub fn sole_version_of_kind(&self, kind: Kind) -> Option<Arc<LoadedVersion>> {
+    pub fn sole_version_of_kind(&self, kind: &str) -> Option<Arc<LoadedVersion>> {
         let slots = self.slots.read().unwrap_or_else(|p| p.into_inner());
         let mut found = None;
         for s in slots.values() {
@@ -488,7 +448,7 @@ impl Registry {
     }
 
     /// The names of models that serve `kind` now.
-    pub fn serving_of_kind(&self, kind: Kind) -> Vec<String> {
+    pub fn serving_of_kind(&self, kind: &str) -> Vec<String> {
         let slots = self.slots.read().unwrap_or_else(|p| p.into_inner());
         slots
             .values()
@@ -499,7 +459,7 @@ impl Registry {
 
     /// Metadata of one model.
     pub fn info(&self, name: &str) -> Result<ModelInfo, RegistryError> {
-        let slot = self.slot(name).ok_or_else(|| RegistryError::ModelNotFound(name.to_string()))?;
+        let slot = self.slot(name).ok_or_else(|| RegistryError::ModelNotFound(shown(name)))?;
         Ok(slot_info(&slot))
     }
 
@@ -512,9 +472,19 @@ impl Registry {
 
     /// Models that keep the server from being ready, with the reason; empty when ready.
     /// Unloaded models are not counted: an admin took them out on purpose.
+    ///
+    /// The readiness rule: the server is ready when every model it should be serving is ready
+    /// and each of its versions has a live worker. It should be serving the models that were in
+    /// the repository at start-up and every model that has served since; a model added later
+    /// (`POST /models/{name}/load`, the poller) whose load fails is reported in `/models` with its
+    /// error but keeps no replica out of a load balancer, while the other models serve.
     pub fn not_ready(&self) -> Vec<String> {
-        self.list()
-            .into_iter()
+        let slots: Vec<Arc<ModelSlot>> =
+            self.slots.read().unwrap_or_else(|p| p.into_inner()).values().cloned().collect();
+        slots
+            .iter()
+            .filter(|s| s.info.lock().unwrap_or_else(|p| p.into_inner()).required)
+            .map(|s| slot_info(s))
             .filter_map(|m| match m.state {
                 ModelState::Unloaded => None,
                 ModelState::Ready => {
@@ -557,6 +527,7 @@ fn slot_info(slot: &ModelSlot) -> ModelInfo {
         .map(|v| VersionInfo {
             version: v.version,
             device: device_name(v.device),
+            engine: v.engine,
             workers: v.batcher.live_workers(),
             queue_depth: v.batcher.queue_len(),
             load_seconds: v.load_seconds,
@@ -566,17 +537,17 @@ fn slot_info(slot: &ModelSlot) -> ModelInfo {
     let config = serving.values().next_back().map(|v| v.config.clone()).or_else(|| info.config.clone());
     ModelInfo {
         name: slot.name.clone(),
-        kind: config.as_ref().map(|c| c.kind),
+        kind: config.as_ref().map(|c| c.kind_name()),
         state: info.state.unwrap_or(ModelState::Loading),
         device: versions.last().map(|v| v.device.clone()),
         versions,
         last_error: info.last_error.clone(),
-        config: config.map(|c| (*c).clone()),
+        config: config.map(|c| c.to_json()),
     }
 }
 
 /// Numbered subdirectories that hold a model.pt, ascending.
-fn versions_on_disk(dir: &Path) -> Vec<u64> {
+pub(crate) fn versions_on_disk(dir: &Path) -> Vec<u64> {
     let Ok(rd) = std::fs::read_dir(dir) else { return Vec::new() };
     let mut v: Vec<u64> = rd
         .filter_map(|e| e.ok())
@@ -610,26 +581,6 @@ fn fingerprint(dir: &Path) -> Vec<(String, u64, u128)> {
         }
     }
     fp
-}
-
-fn read_labels(dir: &Path, cfg: &ModelConfig) -> Result<Vec<String>, String> {
-    let file = match cfg.kind {
-        Kind::Classifier => Some(cfg.classifier.as_ref().expect("validated").labels_file.clone()),
-        Kind::Generator => cfg.generator.as_ref().expect("validated").labels_file.clone(),
-        _ => None,
-    };
-    let Some(file) = file else { return Ok(Vec::new()) };
-    let text = std::fs::read_to_string(dir.join(&file)).map_err(|e| format!("{file}: cannot read: {}", e.kind()))?;
-    let labels: Vec<String> = text.lines().map(str::trim).filter(|l| !l.is_empty()).map(String::from).collect();
-    if labels.is_empty() {
-        return Err(format!("{file}: no labels"));
-    }
-    if let Some(g) = &cfg.generator {
-        if g.num_classes as usize != labels.len() {
-            return Err(format!("{file}: {} labels but generator.num_classes = {}", labels.len(), g.num_classes));
-        }
-    }
-    Ok(labels)
 }
 
 #[cfg(test)]

@@ -4,8 +4,7 @@
 
 use clap::Parser;
 use dlserve::config::Args;
-use dlserve::registry::device::DeviceSpec;
-use dlserve::registry::{Registry, RegistryOptions};
+use dlserve::registry::Registry;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -68,20 +67,20 @@ pub async fn start(models: &[&str], flags: &[&str]) -> Server {
     start_in(dir, Some(tmp), flags).await
 }
 
-/// Starts a server over an existing models directory (not copied).
+/// Starts a server over an existing models directory (not copied), built exactly as `main`
+/// builds it (`Server::build`), with one intra-op thread unless the flags say otherwise.
 pub async fn start_in(dir: PathBuf, tmp: Option<tempfile::TempDir>, flags: &[&str]) -> Server {
     let mut argv = vec!["dlserve", "--models-dir", dir.to_str().unwrap()];
+    if !flags.contains(&"--intra-op-threads") {
+        argv.extend_from_slice(&["--intra-op-threads", "1"]);
+    }
     argv.extend_from_slice(flags);
     let args = Args::parse_from(argv);
-    dlserve::batching::set_default_intra_op_threads(1);
-    let metrics = dlserve::metrics::Metrics::new();
-    let registry = Arc::new(Registry::new(
-        RegistryOptions { root: dir.clone(), default_device: DeviceSpec::parse(&args.device).unwrap() },
-        metrics.clone(),
-    ));
-    let reg = registry.clone();
-    tokio::task::spawn_blocking(move || reg.load_all()).await.unwrap();
-    let state = dlserve::state_from_args(&args, registry.clone(), metrics).unwrap();
+    let built = {
+        let args = args.clone();
+        tokio::task::spawn_blocking(move || dlserve::server::Server::build(&args)).await.unwrap().unwrap()
+    };
+    let (registry, state) = (built.registry.clone(), built.state.clone());
     let listener = dlserve::bind("127.0.0.1:0".parse().unwrap(), args.listen_backlog).unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let (stop, rx) = tokio::sync::oneshot::channel::<()>();

@@ -1,0 +1,202 @@
+//! Defects found by hostile and newcomer testing, each as a test: transparent drawings, model
+//! errors that kept their cause, readiness after a failed hot-add, overflowing scores, compressed
+//! bodies, request ids, echoed names, byte-order marks, huge image headers, empty model files,
+//! escaping symlinks and deleted model directories.
+mod common;
+use common::*;
+use serde_json::json;
+use std::io::Write;
+
+const TOKEN: &str = "hostile-admin";
+
+fn auth(s: &Server, path: &str) -> reqwest::RequestBuilder {
+    s.client.post(s.url(path)).header("authorization", format!("Bearer {TOKEN}"))
+}
+
+#[tokio::test]
+async fn a_drawing_on_a_transparent_canvas_is_classified_as_on_white() {
+    let tmp = tempfile::tempdir().unwrap();
+    copy_dir(&shipped_models().join("digits-cnn"), &tmp.path().join("digits-cnn"));
+    let s = start_in(tmp.path().to_path_buf(), Some(tmp), &[]).await;
+    let mut right = 0;
+    for (file, label) in [("004_label2.png", "2"), ("006_label3.png", "3"), ("014_label7.png", "7")] {
+        // The digit's strokes in black, everything else transparent: what an HTML canvas exports.
+        let digit = image::open(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/digits").join(file))
+            .unwrap()
+            .to_luma8();
+        let rgba = image::RgbaImage::from_fn(digit.width(), digit.height(), |x, y| {
+            image::Rgba([0, 0, 0, digit.get_pixel(x, y).0[0]])
+        });
+        let mut png = Vec::new();
+        image::DynamicImage::ImageRgba8(rgba)
+            .write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+            .unwrap();
+        let b: serde_json::Value = s.post_png("/classify", png).await.json().await.unwrap();
+        let got = &b["results"][0];
+        assert_eq!(got["inverted"], true, "{file}: the background reads as white paper");
+        if got["label"] == label {
+            right += 1;
+        }
+    }
+    assert_eq!(right, 3, "the three transparent drawings are read as their digits");
+}
+
+#[tokio::test]
+async fn a_load_error_keeps_the_models_own_message() {
+    let tmp = tempfile::tempdir().unwrap();
+    copy_dir(&shipped_models().join("digits-cgan"), &tmp.path().join("digits-cgan"));
+    edit_config(tmp.path(), "digits-cgan", "latent_dim = 64", "latent_dim = 31");
+    let s = start_in(tmp.path().to_path_buf(), Some(tmp), &[]).await;
+    let m: serde_json::Value = s.get("/models/digits-cgan").await.json().await.unwrap();
+    let e = m["last_error"].as_str().unwrap();
+    assert!(e.contains("mat1 and mat2 shapes cannot be multiplied"), "the cause is named: {e}");
+    assert!(e.contains("warm-up"), "{e}");
+}
+
+#[tokio::test]
+async fn a_failed_hot_add_is_reported_without_making_the_server_unready() {
+    let s = start(&["tiny-anomaly"], &["--admin-token", TOKEN]).await;
+    assert_eq!(s.get("/health/ready").await.status(), 200);
+    copy_dir(&fixtures().join("corrupt"), &s.dir.join("late"));
+    let r = auth(&s, "/models/late/load").send().await.unwrap();
+    assert_eq!(r.status(), 422);
+    assert_eq!(s.get("/health/ready").await.status(), 200, "the models it should serve all serve");
+    let m: serde_json::Value = s.get("/models/late").await.json().await.unwrap();
+    assert_eq!(m["state"], "failed");
+    assert!(m["last_error"].as_str().unwrap().contains("late/1/model.pt"), "{m}");
+    assert_eq!(s.post_json("/anomaly", json!({"rows": [[1, 2, 3]]})).await.status(), 200);
+    // An empty model file says so.
+    copy_dir(&fixtures().join("tiny-anomaly"), &s.dir.join("empty"));
+    std::fs::write(s.dir.join("empty/1/model.pt"), b"").unwrap();
+    auth(&s, "/models/empty/load").send().await.unwrap();
+    let m: serde_json::Value = s.get("/models/empty").await.json().await.unwrap();
+    assert!(m["last_error"].as_str().unwrap().contains("the file is empty"), "{m}");
+}
+
+#[tokio::test]
+async fn a_startup_model_that_fails_still_keeps_readiness_off() {
+    let s = start(&["tiny-anomaly", "corrupt"], &[]).await;
+    let r = s.get("/health/ready").await;
+    assert_eq!(r.status(), 503);
+    let b: serde_json::Value = r.json().await.unwrap();
+    assert!(b["not_ready"][0].as_str().unwrap().starts_with("corrupt"), "{b}");
+}
+
+#[tokio::test]
+async fn a_score_beyond_f32_is_a_finite_number() {
+    let s = start(&["tiny-anomaly"], &[]).await;
+    let r = s.post_json("/anomaly", json!({"rows": [[1e20, 0, 0]]})).await;
+    assert_eq!(r.status(), 200);
+    let b: serde_json::Value = r.json().await.unwrap();
+    let score = b["results"][0]["score"].as_f64().expect("a number, not null");
+    assert!(score > 1e38 && score.is_finite(), "{score}");
+    assert_eq!(b["results"][0]["is_anomaly"], true);
+}
+
+fn gzip(data: &[u8]) -> Vec<u8> {
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    e.write_all(data).unwrap();
+    e.finish().unwrap()
+}
+
+#[tokio::test]
+async fn compressed_bodies_are_decompressed_within_the_body_limit() {
+    let s = start(&["tiny-anomaly"], &["--body-limit-bytes", "100000"]).await;
+    let body = br#"{"rows": [[1, 2, 3]]}"#;
+    let post = |bytes: Vec<u8>, enc: &'static str| {
+        s.client
+            .post(s.url("/anomaly"))
+            .header("content-type", "application/json")
+            .header("content-encoding", enc)
+            .body(bytes)
+            .send()
+    };
+    assert_eq!(post(gzip(body), "gzip").await.unwrap().status(), 200);
+    let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+    z.write_all(body).unwrap();
+    assert_eq!(post(z.finish().unwrap(), "deflate").await.unwrap().status(), 200);
+    let (st, _, _, _) = error_of(post(body.to_vec(), "br").await.unwrap()).await;
+    assert_eq!(st, 415, "an encoding the server does not decode is refused, not read as plain");
+    // 10 MB of spaces compress to about 10 KB: the decompressed size is what the limit counts.
+    let bomb = gzip(&vec![b' '; 10_000_000]);
+    assert!(bomb.len() < 100_000);
+    let (st, ty, _, _) = error_of(post(bomb, "gzip").await.unwrap()).await;
+    assert_eq!((st, ty.as_str()), (413, "payload_too_large"));
+    // V2 over gzip, as tritonclient's request_compression_algorithm sends it.
+    let v2 = json!({"inputs": [{"name": "features", "shape": [1, 3], "datatype": "FP32", "data": [1, 2, 3]}]});
+    let r = s
+        .client
+        .post(s.url("/v2/models/tiny-anomaly/infer"))
+        .header("content-type", "application/json")
+        .header("content-encoding", "gzip")
+        .body(gzip(v2.to_string().as_bytes()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+}
+
+#[tokio::test]
+async fn request_ids_names_and_labels_are_kept_in_bounds() {
+    let tmp = tempfile::tempdir().unwrap();
+    copy_dir(&fixtures().join("tiny-classifier"), &tmp.path().join("tiny-classifier"));
+    let labels = tmp.path().join("tiny-classifier/labels.txt");
+    let text = std::fs::read_to_string(&labels).unwrap();
+    std::fs::write(&labels, format!("\u{feff}{text}")).unwrap();
+    let s = start_in(tmp.path().to_path_buf(), Some(tmp), &[]).await;
+    let v = s.registry.resolve("tiny-classifier", None).unwrap();
+    assert!(!v.labels[0].starts_with('\u{feff}'), "no byte-order mark in the first label: {:?}", v.labels[0]);
+    // A client id is echoed when it is short and plain; otherwise a fresh one is made.
+    let r = s.client.get(s.url("/health/live")).header("x-request-id", "trace-42.a:b").send().await.unwrap();
+    assert_eq!(r.headers()["x-request-id"], "trace-42.a:b");
+    for bad in ["x".repeat(10_000), "forged\tlevel=ERROR msg=fake".to_string()] {
+        let r = s.client.get(s.url("/health/live")).header("x-request-id", bad.as_str()).send().await.unwrap();
+        let id = r.headers()["x-request-id"].to_str().unwrap().to_string();
+        assert_eq!(id.len(), 16, "replaced by a fresh id: {id}");
+    }
+    let long = "a".repeat(10_000);
+    let (st, _, msg, _) = error_of(s.get(&format!("/models/{long}")).await).await;
+    assert!(st == 404 || st == 422, "{st}");
+    assert!(msg.len() < 300, "the name is not echoed whole ({} characters)", msg.len());
+}
+
+/// A PNG whose header claims `w` x `h` pixels (valid CRCs, no pixel data).
+fn png_header(w: u32, h: u32) -> Vec<u8> {
+    let mut out = vec![0x89, b'P', b'N', b'G', 0x0d, 0x0a, 0x1a, 0x0a];
+    let mut ihdr = b"IHDR".to_vec();
+    ihdr.extend_from_slice(&w.to_be_bytes());
+    ihdr.extend_from_slice(&h.to_be_bytes());
+    ihdr.extend_from_slice(&[8, 0, 0, 0, 0]);
+    out.extend_from_slice(&13u32.to_be_bytes());
+    let mut crc = flate2::Crc::new();
+    crc.update(&ihdr);
+    out.extend_from_slice(&ihdr);
+    out.extend_from_slice(&crc.sum().to_be_bytes());
+    out
+}
+
+#[tokio::test]
+async fn huge_image_headers_get_413() {
+    let s = start(&["tiny-classifier"], &[]).await;
+    for (w, h) in [(i32::MAX as u32, 1), (65_535, 65_535)] {
+        let (st, ty, msg, _) = error_of(s.post_png("/classify", png_header(w, h)).await).await;
+        assert_eq!((st, ty.as_str()), (413, "payload_too_large"), "{w}x{h}: {msg}");
+    }
+}
+
+#[tokio::test]
+async fn symlinks_out_of_the_repository_and_deleted_directories_are_named() {
+    let outside = tempfile::tempdir().unwrap();
+    copy_dir(&fixtures().join("tiny-anomaly"), &outside.path().join("m"));
+    let s = start(&["tiny-anomaly"], &["--admin-token", TOKEN]).await;
+    std::os::unix::fs::symlink(outside.path().join("m"), s.dir.join("escape")).unwrap();
+    let (st, _, msg, _) = error_of(auth(&s, "/models/escape/load").send().await.unwrap()).await;
+    assert_eq!(st, 422);
+    assert!(msg.contains("resolves outside the models directory"), "{msg}");
+    // A serving model whose directory is deleted keeps serving, and a reload says why it failed.
+    std::fs::remove_dir_all(s.dir.join("tiny-anomaly")).unwrap();
+    let (st, _, msg, _) = error_of(auth(&s, "/models/tiny-anomaly/reload").send().await.unwrap()).await;
+    assert_eq!(st, 422);
+    assert!(msg.contains("directory is gone"), "{msg}");
+    assert_eq!(s.post_json("/anomaly", json!({"rows": [[1, 2, 3]]})).await.status(), 200);
+}
