@@ -28,6 +28,21 @@ pub struct Args {
     #[arg(long, env = "DLSERVE_LISTEN_BACKLOG", default_value_t = 4096)]
     pub listen_backlog: u32,
 
+    /// Seconds a connection may take to send a request's headers, counted from when it is ready
+    /// for one (a new connection, or a kept-alive one after its response); then it is closed.
+    #[arg(long, env = "DLSERVE_HEADER_READ_TIMEOUT_SECS", default_value_t = 10)]
+    pub header_read_timeout_secs: u64,
+
+    /// Seconds a connection with no request in flight may stay silent before the server closes
+    /// it (HTTP/1.1 keep-alive and HTTP/2 alike).
+    #[arg(long, env = "DLSERVE_IDLE_TIMEOUT_SECS", default_value_t = 60)]
+    pub idle_timeout_secs: u64,
+
+    /// Most open connections; past it, new ones wait in the listen backlog until one closes
+    /// (the accept loop never spins on "too many open files"). 0 = the open-files limit minus 256.
+    #[arg(long, env = "DLSERVE_MAX_CONNECTIONS", default_value_t = 0)]
+    pub max_connections: usize,
+
     /// Model repository: one directory per model with config.toml and <version>/model.pt.
     #[arg(long, env = "DLSERVE_MODELS_DIR", default_value = "models")]
     pub models_dir: PathBuf,
@@ -107,6 +122,18 @@ impl Args {
                 Ok((k.trim().to_string(), n.trim().to_string()))
             })
             .collect()
+    }
+
+    /// The connection limit: explicit, or the process's open-files limit less 256 descriptors for
+    /// model files, logs and the listener (at least 16).
+    pub fn max_connections(&self) -> usize {
+        if self.max_connections > 0 {
+            return self.max_connections;
+        }
+        let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        // SAFETY: getrlimit only writes the struct it is given.
+        let soft = if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } == 0 { lim.rlim_cur } else { 1024 };
+        (soft.min(1 << 20) as usize).saturating_sub(256).max(16)
     }
 
     /// The intra-op thread rule: explicit value, or cores / the worker threads of all models (at

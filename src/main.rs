@@ -19,9 +19,15 @@ fn main() -> anyhow::Result<()> {
         if args.poll_models_secs > 0 {
             server.start_poller(Duration::from_secs(args.poll_models_secs))?;
         }
-        let drained =
-            dlserve::serve(listener, server.state, shutdown_signal(), Duration::from_secs(args.drain_timeout_secs))
-                .await?;
+        let limits = dlserve::server::ConnLimits::from_args(&args);
+        tracing::info!(
+            max_connections = limits.max_connections,
+            header_read_timeout_secs = limits.header_read_timeout.as_secs(),
+            idle_timeout_secs = limits.idle_timeout.as_secs(),
+            "connection limits"
+        );
+        let drain = Duration::from_secs(args.drain_timeout_secs);
+        let drained = dlserve::serve(listener, server.state, limits, shutdown_signal(), drain).await?;
         tracing::info!(drained, "stopped");
         anyhow::Ok(())
     })?;

@@ -184,31 +184,114 @@ pub fn bind(addr: std::net::SocketAddr, backlog: u32) -> std::io::Result<tokio::
     socket.listen(backlog)
 }
 
+/// Connection limits of [`serve`]: see `--header-read-timeout-secs`, `--idle-timeout-secs` and
+/// `--max-connections`.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnLimits {
+    /// Time to send a request's headers once the connection is ready for one.
+    pub header_read_timeout: Duration,
+    /// Silence allowed on a connection with no request in flight.
+    pub idle_timeout: Duration,
+    /// Most open connections.
+    pub max_connections: usize,
+}
+
+impl ConnLimits {
+    /// The limits the arguments ask for.
+    pub fn from_args(args: &Args) -> ConnLimits {
+        ConnLimits {
+            header_read_timeout: Duration::from_secs(args.header_read_timeout_secs.max(1)),
+            idle_timeout: Duration::from_secs(args.idle_timeout_secs.max(1)),
+            max_connections: args.max_connections(),
+        }
+    }
+}
+
+/// HTTP/2 streams one connection may have open at once.
+pub const MAX_CONCURRENT_STREAMS: u32 = 256;
+
 /// Serves `app` on `listener` until `shutdown` resolves, then drains: readiness turns 503, new
 /// requests are refused, and in-flight ones finish, bounded by `drain_timeout`. Returns whether
 /// the drain finished in time.
+///
+/// Each connection is served by hyper with a timer, so slow or silent clients are closed: headers
+/// must arrive within `header_read_timeout`, and a connection with no request in flight is
+/// closed after `idle_timeout` of silence. At most `max_connections` are open; the accept loop
+/// waits for a free slot (new connections queue in the kernel's backlog) and backs off on accept
+/// errors such as EMFILE instead of spinning.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: AppState,
+    limits: ConnLimits,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     drain_timeout: Duration,
 ) -> std::io::Result<bool> {
+    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
     let app = app(state.clone());
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let st = state.clone();
-    let signal = async move {
-        shutdown.await;
-        st.draining.store(true, Ordering::SeqCst);
-        tracing::info!("shutdown requested: draining in-flight requests");
-        let _ = tx.send(());
-    };
-    let server = axum::serve(listener, app.into_make_service()).with_graceful_shutdown(signal);
-    let server = tokio::spawn(async move { server.await });
-    // Start the drain clock only once shutdown has begun.
-    let _ = rx.await;
-    match tokio::time::timeout(drain_timeout, server).await {
-        Ok(Ok(r)) => r.map(|_| true),
-        Ok(Err(e)) => Err(std::io::Error::other(e)),
+    let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections.max(1)));
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(limits.header_read_timeout).keep_alive(true);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
+        .max_pending_accept_reset_streams(Some(64))
+        .max_local_error_reset_streams(Some(256));
+    let builder = Arc::new(builder);
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let permit = tokio::select! {
+            p = slots.clone().acquire_owned() => p.expect("the semaphore is never closed"),
+            _ = &mut shutdown => break,
+        };
+        let (stream, _) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(c) => c,
+                Err(e) => {
+                    // EMFILE and the like: wait for descriptors to free up rather than spin.
+                    tracing::warn!(error = %e, "accept failed; pausing 100 ms");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            _ = &mut shutdown => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let activity = Arc::new(Activity::default());
+        let io = TokioIo::new(Tracked { inner: stream, activity: activity.clone() });
+        let svc = {
+            let app = app.clone();
+            let activity = activity.clone();
+            hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                let call = tower::ServiceExt::oneshot(app.clone(), req.map(axum::body::Body::new));
+                let guard = activity.begin();
+                async move {
+                    let res = call.await;
+                    drop(guard);
+                    res
+                }
+            })
+        };
+        let conn = graceful.watch(builder.serve_connection_with_upgrades(io, svc).into_owned());
+        let idle = limits.idle_timeout;
+        tokio::spawn(async move {
+            let mut conn = std::pin::pin!(conn);
+            tokio::select! {
+                _ = conn.as_mut() => {}
+                _ = activity.idle_for(idle) => {
+                    // Silent with nothing in flight: close it (a graceful close on HTTP/2).
+                    tracing::debug!("closing an idle connection");
+                }
+            }
+            drop(permit);
+        });
+    }
+    state.draining.store(true, Ordering::SeqCst);
+    tracing::info!("shutdown requested: draining in-flight requests");
+    drop(listener);
+    match tokio::time::timeout(drain_timeout, graceful.shutdown()).await {
+        Ok(()) => Ok(true),
         Err(_) => {
             tracing::warn!(
                 drain_timeout_secs = drain_timeout.as_secs(),
@@ -216,5 +299,94 @@ pub async fn serve(
             );
             Ok(false)
         }
+    }
+}
+
+/// When a connection last moved bytes, and how many of its requests are in flight.
+#[derive(Default)]
+struct Activity {
+    last_ms: std::sync::atomic::AtomicU64,
+    in_flight: std::sync::atomic::AtomicUsize,
+    epoch: std::sync::OnceLock<std::time::Instant>,
+}
+
+impl Activity {
+    fn now_ms(&self) -> u64 {
+        self.epoch.get_or_init(std::time::Instant::now).elapsed().as_millis() as u64
+    }
+    fn touch(&self) {
+        self.last_ms.store(self.now_ms(), Ordering::Relaxed);
+    }
+    fn begin(self: &Arc<Self>) -> InFlight {
+        self.in_flight.fetch_add(1, Ordering::SeqCst);
+        InFlight(self.clone())
+    }
+    /// Resolves once the connection has had nothing in flight and no traffic for `idle`.
+    async fn idle_for(&self, idle: Duration) {
+        self.touch();
+        loop {
+            let quiet = Duration::from_millis(self.now_ms().saturating_sub(self.last_ms.load(Ordering::Relaxed)));
+            if self.in_flight.load(Ordering::SeqCst) == 0 && quiet >= idle {
+                return;
+            }
+            tokio::time::sleep(idle.saturating_sub(quiet).max(Duration::from_millis(50))).await;
+        }
+    }
+}
+
+/// A request in flight on its connection.
+struct InFlight(Arc<Activity>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.touch();
+        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// A socket that records when it last moved bytes.
+struct Tracked {
+    inner: tokio::net::TcpStream,
+    activity: Arc<Activity>,
+}
+
+impl tokio::io::AsyncRead for Tracked {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let r = std::pin::Pin::new(&mut self.inner).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.activity.touch();
+        }
+        r
+    }
+}
+
+impl tokio::io::AsyncWrite for Tracked {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let r = std::pin::Pin::new(&mut self.inner).poll_write(cx, buf);
+        if matches!(r, std::task::Poll::Ready(Ok(n)) if n > 0) {
+            self.activity.touch();
+        }
+        r
+    }
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }

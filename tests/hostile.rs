@@ -160,18 +160,29 @@ async fn request_ids_names_and_labels_are_kept_in_bounds() {
     assert!(msg.len() < 300, "the name is not echoed whole ({} characters)", msg.len());
 }
 
-/// A PNG whose header claims `w` x `h` pixels (valid CRCs, no pixel data).
+/// One PNG chunk with its length and CRC.
+fn chunk(kind: &[u8; 4], data: &[u8]) -> Vec<u8> {
+    let mut body = kind.to_vec();
+    body.extend_from_slice(data);
+    let mut crc = flate2::Crc::new();
+    crc.update(&body);
+    let mut out = (data.len() as u32).to_be_bytes().to_vec();
+    out.extend_from_slice(&body);
+    out.extend_from_slice(&crc.sum().to_be_bytes());
+    out
+}
+
+/// A PNG whose header claims `w` x `h` 8-bit grey pixels, with a token data chunk (valid CRCs).
 fn png_header(w: u32, h: u32) -> Vec<u8> {
-    let mut out = vec![0x89, b'P', b'N', b'G', 0x0d, 0x0a, 0x1a, 0x0a];
-    let mut ihdr = b"IHDR".to_vec();
-    ihdr.extend_from_slice(&w.to_be_bytes());
+    let mut ihdr = w.to_be_bytes().to_vec();
     ihdr.extend_from_slice(&h.to_be_bytes());
     ihdr.extend_from_slice(&[8, 0, 0, 0, 0]);
-    out.extend_from_slice(&13u32.to_be_bytes());
-    let mut crc = flate2::Crc::new();
-    crc.update(&ihdr);
-    out.extend_from_slice(&ihdr);
-    out.extend_from_slice(&crc.sum().to_be_bytes());
+    let mut out = vec![0x89, b'P', b'N', b'G', 0x0d, 0x0a, 0x1a, 0x0a];
+    out.extend(chunk(b"IHDR", &ihdr));
+    let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+    z.write_all(&[0u8; 64]).unwrap();
+    out.extend(chunk(b"IDAT", &z.finish().unwrap()));
+    out.extend(chunk(b"IEND", &[]));
     out
 }
 
@@ -199,4 +210,55 @@ async fn symlinks_out_of_the_repository_and_deleted_directories_are_named() {
     assert_eq!(st, 422);
     assert!(msg.contains("directory is gone"), "{msg}");
     assert_eq!(s.post_json("/anomaly", json!({"rows": [[1, 2, 3]]})).await.status(), 200);
+}
+
+/// Reads from a raw socket until the server closes it or `limit` passes; returns when it closed.
+async fn closed_within(mut sock: tokio::net::TcpStream, limit: std::time::Duration) -> Option<std::time::Duration> {
+    use tokio::io::AsyncReadExt;
+    let t0 = std::time::Instant::now();
+    let mut buf = [0u8; 4096];
+    loop {
+        match tokio::time::timeout(limit.saturating_sub(t0.elapsed()), sock.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return Some(t0.elapsed()),
+            Ok(Ok(_)) => continue,
+            Err(_) => return None,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn slow_silent_and_idle_connections_are_closed_and_the_connection_cap_holds() {
+    use tokio::io::AsyncWriteExt;
+    let s = start(
+        &["tiny-anomaly"],
+        &["--header-read-timeout-secs", "1", "--idle-timeout-secs", "2", "--max-connections", "8"],
+    )
+    .await;
+    let addr = s.base.trim_start_matches("http://").to_string();
+    // A client that drips a partial header and then stops.
+    let mut slow = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    slow.write_all(b"GET /health/live HTTP/1.1\r\nHost: x\r\nX-Slow: ").await.unwrap();
+    // A client that connects and sends nothing.
+    let silent = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    // A kept-alive connection after its response.
+    let mut kept = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    kept.write_all(b"GET /health/live HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+    let limit = std::time::Duration::from_secs(6);
+    let (a, b, c) = tokio::join!(closed_within(slow, limit), closed_within(silent, limit), closed_within(kept, limit));
+    for (what, t) in [("partial headers", a), ("silent", b), ("idle keep-alive", c)] {
+        let t = t.unwrap_or_else(|| panic!("{what}: the server closed it"));
+        assert!(t < std::time::Duration::from_secs(4), "{what}: closed after {t:?}");
+    }
+    // Eight idle sockets take every slot; a ninth client waits in the backlog instead of failing,
+    // and is served once the idle ones are closed.
+    let mut idle = Vec::new();
+    for _ in 0..8 {
+        idle.push(tokio::net::TcpStream::connect(&addr).await.unwrap());
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let t0 = std::time::Instant::now();
+    let r = s.client.get(s.url("/health/live")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(t0.elapsed() >= std::time::Duration::from_millis(300), "it waited for a slot: {:?}", t0.elapsed());
+    drop(idle);
 }

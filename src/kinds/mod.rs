@@ -217,12 +217,7 @@ impl ModelConfig {
 
     /// Reads and parses a config file.
     pub fn load(path: &Path, display: &str) -> Result<ModelConfig, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
-            file: display.to_string(),
-            field: "-".into(),
-            message: format!("cannot read: {}", e.kind()),
-        })?;
-        Self::parse(&text, display)
+        Self::parse(&crate::manifest::read(path, display)?, display)
     }
 
     /// The kind's name.

@@ -258,12 +258,7 @@ impl Manifest {
 
     /// Reads and parses a config file.
     pub fn load(path: &Path, display: &str) -> Result<Manifest, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
-            file: display.to_string(),
-            field: "-".into(),
-            message: format!("cannot read: {}", e.kind()),
-        })?;
-        Self::parse(&text, display)
+        Self::parse(&read(path, display)?, display)
     }
 
     /// Checks the rules serde cannot express for the common fields.
@@ -307,6 +302,15 @@ impl Manifest {
         }
         Ok(())
     }
+}
+
+/// Reads a config file's text; the error names `display` (the file relative to the models directory).
+pub fn read(path: &Path, display: &str) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path).map_err(|e| ConfigError {
+        file: display.to_string(),
+        field: "-".into(),
+        message: format!("cannot read: {}", e.kind()),
+    })
 }
 
 /// Deserializes a TOML table strictly, naming the dotted path of the field at fault

@@ -89,6 +89,7 @@ pub async fn start_in(dir: PathBuf, tmp: Option<tempfile::TempDir>, flags: &[&st
         let _ = dlserve::serve(
             listener,
             st,
+            dlserve::server::ConnLimits::from_args(&args),
             async move {
                 let _ = rx.await;
             },
