@@ -123,10 +123,14 @@ def _toml_value(v) -> str:
     raise TypeError(type(v))
 
 
+OPTIONAL_TABLES = {"embedding"}  # optional top-level tables a model's config may have besides its kind's
+
+
 def write_config(name: str, kind: str, description: str, batching: dict, section: dict,
-                 subtables: dict | None = None, top: dict | None = None) -> Path:
+                 subtables: dict | None = None, top: dict | None = None, tables: dict | None = None) -> Path:
     """Writes models/<name>/config.toml in the server's strict schema and checks it parses back.
-    `top` holds further top-level keys (setup_method, memory_format)."""
+    `top` holds further top-level keys (setup_method, memory_format); `tables` further optional top-level
+    tables written after the kind's section (e.g. {"embedding": {"method": "encode", "dim": 32}})."""
     lines = [f"kind = {_toml_value(kind)}", f"description = {_toml_value(description)}",
              'version_policy = "latest"']
     lines += [f"{k} = {_toml_value(v)}" for k, v in (top or {}).items()]
@@ -140,10 +144,14 @@ def write_config(name: str, kind: str, description: str, batching: dict, section
     for sub, table in (subtables or {}).items():
         lines += ["", f"[{kind}.{sub}]"]
         lines += [f"{k} = {_toml_value(v)}" for k, v in table.items()]
+    for tname, table in (tables or {}).items():
+        lines += ["", f"[{tname}]"]
+        lines += [f"{k} = {_toml_value(v)}" for k, v in table.items()]
     text = "\n".join(lines) + "\n"
     parsed = tomllib.loads(text)
     assert set(parsed) <= {"kind", "description", "version_policy", "setup_method", "memory_format", "batching",
-                           kind}, parsed.keys()
+                           kind} | OPTIONAL_TABLES, parsed.keys()
+    assert set(tables or {}) <= OPTIONAL_TABLES, tables
     assert set(parsed["batching"]) <= {"max_batch_size", "max_queue_delay_ms", "queue_capacity", "instances",
                                        "fixed_batch_size", "cpu", "cuda"}
     path = MODELS / name / "config.toml"
@@ -190,9 +198,10 @@ def save_torchscript(module: torch.nn.Module, name: str, example_inputs: tuple |
     return path
 
 
-def write_golden(name: str, inputs: list[torch.Tensor], atol: float = 1e-4) -> dict:
+def write_golden(name: str, inputs: list[torch.Tensor], atol: float = 1e-4, methods: list[str] | None = None) -> dict:
     """Loads models/<name>/1/model.pt back with torch.jit.load, runs it on `inputs` and writes the
-    golden file tests/data/golden/<name>.json."""
+    golden file tests/data/golden/<name>.json. `methods` names further exported TorchScript methods run on
+    the same inputs; their outputs go under "methods": {"<method>": {"outputs": [...]}}."""
     m = torch.jit.load(str(model_path(name)), map_location="cpu")
     m.eval()
     with torch.no_grad():
@@ -209,6 +218,12 @@ def write_golden(name: str, inputs: list[torch.Tensor], atol: float = 1e-4) -> d
         "inputs": [enc_in(t) for t in inputs],
         "outputs": [{"shape": list(o.shape), "data": o.reshape(-1).float().tolist()} for o in outs],
     }
+    for meth in methods or []:
+        with torch.no_grad():
+            mo = getattr(m, meth)(*inputs)
+        mos = mo if isinstance(mo, (tuple, list)) else [mo]
+        doc.setdefault("methods", {})[meth] = {
+            "outputs": [{"shape": list(o.shape), "data": o.reshape(-1).float().tolist()} for o in mos]}
     GOLDEN.mkdir(parents=True, exist_ok=True)
     (GOLDEN / f"{name}.json").write_text(json.dumps(doc) + "\n")
     return doc
