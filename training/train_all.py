@@ -1,6 +1,7 @@
-"""Trains the four default models in order and prints the total time.
+"""Trains the default models in order and prints the total time.
 
-digits-cnn comes first: the digits-cgan evaluation classifies generated digits with it.
+digits-cnn comes first: the digits-cgan evaluation classifies generated digits with it, and the
+digits-detector baseline (connected components + digits-cnn) uses it too.
 Run from the repository root: .venv/bin/python training/train_all.py  (or `make models`)
 """
 from __future__ import annotations
@@ -21,9 +22,18 @@ import cancer_ae  # noqa: E402
 import co2_lstm  # noqa: E402
 import digits_cgan  # noqa: E402
 import digits_cnn  # noqa: E402
+import digits_denoiser  # noqa: E402
+import digits_detector  # noqa: E402
+import elnino_gru  # noqa: E402
+import fortunes_gru  # noqa: E402
+import fortunes_lstm  # noqa: E402
 
 STEPS = [("digits-cnn", digits_cnn.main), ("co2-lstm", co2_lstm.main),
-         ("cancer-ae", cancer_ae.main), ("digits-cgan", digits_cgan.main)]
+         ("cancer-ae", cancer_ae.main), ("digits-cgan", digits_cgan.main),
+         ("digits-detector", digits_detector.main), ("digits-denoiser", digits_denoiser.main),
+         ("elnino-gru", elnino_gru.main),
+         # needs the Debian packages fortunes and fortunes-min (apt-get install fortunes fortunes-min)
+         ("fortunes-lstm", fortunes_lstm.main), ("fortunes-gru", fortunes_gru.main)]
 
 
 def main() -> None:
@@ -34,9 +44,9 @@ def main() -> None:
         t = time.time()
         fn()  # each script seeds itself (C.setup) and exits non-zero when its bar is missed
         times.append((name, time.time() - t))
-    print("=== all four models trained", flush=True)
+    print(f"=== all {len(STEPS)} models trained", flush=True)
     for name, secs in times:
-        print(f"    {name:<12} {C.fmt_secs(secs)}", flush=True)
+        print(f"    {name:<15} {C.fmt_secs(secs)}", flush=True)
     print(f"=== total wall time {C.fmt_secs(time.time() - t0)}", flush=True)
 
 
