@@ -4,7 +4,7 @@
 //!
 //! | layer | modules |
 //! |---|---|
-//! | 0 (leaves) | [`tensor`], [`device`], [`metrics`], [`config`] |
+//! | 0 (leaves) | [`tensor`], [`device`], [`metrics`], [`config`], [`npz`] |
 //! | 1 | [`manifest`], [`telemetry`] |
 //! | 2 | [`engine`], [`kinds`] |
 //! | 3 | [`batching`] |
@@ -27,6 +27,7 @@ pub mod engine;
 pub mod kinds;
 pub mod manifest;
 pub mod metrics;
+pub mod npz;
 pub mod registry;
 pub mod server;
 pub mod telemetry;

@@ -13,8 +13,10 @@ fn golden(name: &str) -> serde_json::Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_default_model_loads_and_matches_its_golden_outputs() {
     let s = start_in(shipped_models(), None, &[]).await;
-    assert_eq!(s.get("/health/ready").await.status(), 200, "all four default models are ready");
-    for name in ["digits-cnn", "co2-lstm", "cancer-ae", "digits-cgan"] {
+    assert_eq!(s.get("/health/ready").await.status(), 200, "every default model is ready");
+    for name in
+        ["digits-cnn", "co2-lstm", "cancer-ae", "digits-cgan", "digits-detector", "digits-denoiser", "elnino-gru"]
+    {
         let g = golden(name);
         let v = s.registry.resolve(name, None).unwrap();
         // Split the golden batch into items, as requests would be.
@@ -44,25 +46,34 @@ async fn every_default_model_loads_and_matches_its_golden_outputs() {
                     .collect()
             })
             .collect();
-        let outs = v
-            .batcher
-            .infer(items, dlserve::batching::Deadline::after(std::time::Duration::from_secs(10)))
-            .await
-            .unwrap();
-        let want = &g["outputs"][0];
-        let want_shape: Vec<i64> =
-            want["shape"].as_array().unwrap().iter().skip(1).map(|d| d.as_i64().unwrap()).collect();
-        let want_data: Vec<f64> = want["data"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect();
-        let atol = g["atol"].as_f64().unwrap();
-        let per = want_data.len() / b;
-        for (row, o) in outs.iter().enumerate() {
-            assert_eq!(o.outputs[0].shape, want_shape, "{name}: contract shape");
-            for (j, got) in o.outputs[0].data.iter().enumerate() {
-                let w = want_data[row * per + j];
-                assert!(
-                    (*got as f64 - w).abs() <= atol,
-                    "{name} row {row} element {j}: {got} vs golden {w} (atol {atol})"
-                );
+        // forward through the model's queue, and each golden method through the `[embedding]` queue.
+        let mut runs = vec![(&v.batcher, &g["outputs"][0], "forward".to_string())];
+        if let Some(methods) = g["methods"].as_object() {
+            assert_eq!(methods.len(), 1, "{name}: one embedding method");
+            for (m, out) in methods {
+                assert_eq!(v.config.manifest.embedding.as_ref().unwrap().method, *m);
+                runs.push((v.embedder.as_ref().expect("an embedding queue"), &out["outputs"][0], m.clone()));
+            }
+        }
+        for (batcher, want, what) in runs {
+            let outs = batcher
+                .infer(items.clone(), dlserve::batching::Deadline::after(std::time::Duration::from_secs(10)))
+                .await
+                .unwrap();
+            let want_shape: Vec<i64> =
+                want["shape"].as_array().unwrap().iter().skip(1).map(|d| d.as_i64().unwrap()).collect();
+            let want_data: Vec<f64> = want["data"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect();
+            let atol = g["atol"].as_f64().unwrap();
+            let per = want_data.len() / b;
+            for (row, o) in outs.iter().enumerate() {
+                assert_eq!(o.outputs[0].shape, want_shape, "{name} {what}: contract shape");
+                for (j, got) in o.outputs[0].data.iter().enumerate() {
+                    let w = want_data[row * per + j];
+                    assert!(
+                        (*got as f64 - w).abs() <= atol,
+                        "{name} {what} row {row} element {j}: {got} vs golden {w} (atol {atol})"
+                    );
+                }
             }
         }
     }
@@ -127,12 +138,25 @@ async fn forecast_and_anomaly_answer_in_user_units() {
     // Monthly CO2-like history: trend plus a yearly cycle, in ppm.
     let series: Vec<f64> =
         (0..60).map(|i| 360.0 + 0.13 * i as f64 + 3.0 * ((i as f64) * std::f64::consts::TAU / 12.0).sin()).collect();
-    let b: serde_json::Value =
-        s.post_json("/forecast", json!({"series": series, "horizon": 24})).await.json().await.unwrap();
+    // Two forecasters are loaded; co2-lstm's config marks it default_for_kind, so it answers.
+    let r = s.post_json("/forecast", json!({"series": series, "horizon": 24})).await;
+    assert_eq!(r.headers()["x-model-name"], "co2-lstm");
+    let b: serde_json::Value = r.json().await.unwrap();
     let f: Vec<f64> = b["forecast"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
     assert_eq!(f.len(), 24);
     assert!(f.iter().all(|v| (355.0..380.0).contains(v)), "forecast stays in the plausible range: {f:?}");
     assert_eq!(b["forward_passes"], 2);
+    // elnino-gru, named: four years of a seasonal Nino 1+2 temperature cycle (deg C) in, degrees out.
+    let sst: Vec<f64> = (0..48).map(|i| 23.0 + 2.5 * ((i as f64 - 2.0) * std::f64::consts::TAU / 12.0).cos()).collect();
+    let b: serde_json::Value = s
+        .post_json("/forecast", json!({"model": "elnino-gru", "series": sst, "horizon": 12}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let f: Vec<f64> = b["forecast"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+    assert_eq!((f.len(), b["model"].as_str()), (12, Some("elnino-gru")));
+    assert!(f.iter().all(|v| (17.0..30.0).contains(v)), "sea temperatures in deg C: {f:?}");
     // The golden anomaly rows (already scaled) are unscaled back to raw features here.
     let cfg =
         s.registry.resolve("cancer-ae", None).unwrap().config.section::<dlserve::kinds::anomaly::Anomaly>().unwrap();

@@ -10,6 +10,7 @@ const LAYERS: &[(&str, u32)] = &[
     ("device", 0),
     ("metrics", 0),
     ("config", 0),
+    ("npz", 0),
     ("manifest", 1),
     ("telemetry", 1),
     ("engine", 2),

@@ -237,7 +237,9 @@ def main() -> dict:
                    C.batching(32),
                    {"features": 1, "min_context": MIN_T, "max_context": MAX_T, "model_horizon": H, "max_horizon": 48,
                     "one_step": False, "quantiles": QUANTILES, "feature_names": ["co2_ppm"]},
-                   {"scaling": {"mean": [mean], "std": [std]}}, top={"setup_method": "setup"})
+                   {"scaling": {"mean": [mean], "std": [std]}},
+                   # the forecaster /forecast serves when a request names none (elnino-gru is the other)
+                   top={"default_for_kind": True, "setup_method": "setup"})
     total = time.time() - t_start
     metrics = {"test": {k: {kk: vv for kk, vv in v.items()} for k, v in res.items()}, "ratio_lstm_vs_seasonal_naive": ratio,
                "mase_scale_ppm": scale, "interval80_coverage": coverage, "share_below_quantiles": below, "cut": f"{cut:%Y-%m-%d}", "selected_epochs": best_ep,

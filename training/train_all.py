@@ -25,15 +25,11 @@ import digits_cnn  # noqa: E402
 import digits_denoiser  # noqa: E402
 import digits_detector  # noqa: E402
 import elnino_gru  # noqa: E402
-import fortunes_gru  # noqa: E402
-import fortunes_lstm  # noqa: E402
 
 STEPS = [("digits-cnn", digits_cnn.main), ("co2-lstm", co2_lstm.main),
          ("cancer-ae", cancer_ae.main), ("digits-cgan", digits_cgan.main),
          ("digits-detector", digits_detector.main), ("digits-denoiser", digits_denoiser.main),
-         ("elnino-gru", elnino_gru.main),
-         # needs the Debian packages fortunes and fortunes-min (apt-get install fortunes fortunes-min)
-         ("fortunes-lstm", fortunes_lstm.main), ("fortunes-gru", fortunes_gru.main)]
+         ("elnino-gru", elnino_gru.main)]
 
 
 def main() -> None:

@@ -1,18 +1,15 @@
 //! `POST /classify`: images to top-k labels with probabilities.
 
-use super::error::{parse_json, ApiError, ErrorType};
-use super::{pipeline, AppState};
-use crate::kinds::classifier::{self, Class, Classifier, Source};
+use super::error::ApiError;
+use super::{images, pipeline, AppState};
+use crate::kinds::classifier::{self, Class, Classifier};
 use crate::tensor::ItemTensor;
-use axum::extract::{FromRequest, Multipart, Query, Request, State};
-use axum::http::header;
+use axum::extract::{Query, Request, State};
 use axum::response::Response;
-use base64::Engine;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-/// Media types accepted as a raw image body.
-pub const IMAGE_TYPES: [&str; 5] = ["image/png", "image/jpeg", "image/webp", "image/gif", "image/bmp"];
+pub use images::IMAGE_TYPES;
 
 /// Query parameters of `/classify`.
 #[derive(Debug, Default, Deserialize, IntoParams)]
@@ -125,98 +122,16 @@ pub struct ClassifyResponse {
         (status = 504, description = "Deadline exceeded", body = super::error::ErrorBody),
     ))]
 pub async fn classify(State(app): State<AppState>, req: Request) -> Result<Response, ApiError> {
-    let mut q: ClassifyQuery = Query::try_from_uri(req.uri()).map(|Query(q)| q).map_err(ApiError::from)?;
+    let q: ClassifyQuery = Query::try_from_uri(req.uri()).map(|Query(q)| q).map_err(ApiError::from)?;
     let deadline = app.deadline(req.headers(), req.extensions())?;
-    let ctype = req
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .map(|v| v.split(';').next().unwrap_or("").trim().to_ascii_lowercase())
-        .unwrap_or_default();
-    let mut sources = Vec::new();
-    if IMAGE_TYPES.contains(&ctype.as_str()) {
-        let body = bytes::Bytes::from_request(req, &app).await.map_err(ApiError::from)?;
-        sources.push(Source::Encoded("body".into(), body));
-    } else if ctype == "multipart/form-data" {
-        let mut mp = Multipart::from_request(req, &app)
-            .await
-            .map_err(|e| ApiError::new(ErrorType::BadRequest, e.body_text()))?;
-        let mut index = 0;
-        while let Some(field) = mp.next_field().await.map_err(|e| multipart_error(e.status(), e.body_text()))? {
-            let name = field.name().unwrap_or("").to_string();
-            let is_file = field.file_name().is_some() || field.content_type().is_some_and(|c| c.starts_with("image/"));
-            let data = field.bytes().await.map_err(|e| multipart_error(e.status(), e.body_text()))?;
-            if is_file {
-                let label = format!("file[{index}]");
-                index += 1;
-                sources.push(Source::Encoded(label, data));
-                app.check_items_soft(sources.len())?;
-                continue;
-            }
-            let text = String::from_utf8_lossy(&data).trim().to_string();
-            match name.as_str() {
-                "model" => q.model = Some(text),
-                "version" => {
-                    q.version =
-                        Some(text.parse().map_err(|_| ApiError::invalid("version", "must be a non-negative integer"))?)
-                }
-                "top_k" => {
-                    q.top_k = Some(text.parse().map_err(|_| ApiError::invalid("top_k", "must be a positive integer"))?)
-                }
-                other => {
-                    return Err(ApiError::invalid(
-                        other,
-                        "unknown form field; send image files plus optional model, version, top_k",
-                    ))
-                }
-            }
-        }
-    } else if ctype == "application/json" {
-        let body = bytes::Bytes::from_request(req, &app).await.map_err(ApiError::from)?;
-        let json: ClassifyRequest = parse_json(&body)?;
-        q.model = json.model.or(q.model);
-        q.version = json.version.or(q.version);
-        q.top_k = json.top_k.or(q.top_k);
-        app.check_items("images", json.images.len())?;
-        for (i, img) in json.images.into_iter().enumerate() {
-            let field = format!("images[{i}]");
-            match (img.base64, img.pixels) {
-                (Some(b64), None) => {
-                    let bytes = base64::engine::general_purpose::STANDARD.decode(b64.trim()).map_err(|e| {
-                        ApiError::invalid(format!("{field}.base64"), format!("is not valid base64: {e}"))
-                    })?;
-                    sources.push(Source::Encoded(field, bytes.into()));
-                }
-                (None, Some(px)) => {
-                    let (values, shape) = classifier::flatten_pixels(&px, img.shape, &field)?;
-                    sources.push(Source::Values(field, values, shape));
-                }
-                _ => return Err(ApiError::invalid(field, "give exactly one of base64 or pixels")),
-            }
-        }
-    } else if ctype.is_empty() {
-        return Err(ApiError::new(
-            ErrorType::UnsupportedMediaType,
-            format!(
-                "missing Content-Type; send one of {}, multipart/form-data or application/json",
-                IMAGE_TYPES.join(", ")
-            ),
-        ));
-    } else {
-        return Err(ApiError::new(
-            ErrorType::UnsupportedMediaType,
-            format!(
-                "Content-Type {ctype} is not accepted; send one of {}, multipart/form-data or application/json",
-                IMAGE_TYPES.join(", ")
-            ),
-        ));
-    }
-    app.check_items("images", sources.len())?;
-    let (v, cfg) = app.pick::<Classifier>(q.model.as_deref(), q.version)?;
+    let body = images::read_images(&app, req, &["top_k"]).await?;
+    let top_k = images::param(&body.params, "top_k", q.top_k, "a positive integer")?;
+    let sources = body.sources;
+    let (v, cfg) = app.pick::<Classifier>(body.model.as_deref().or(q.model.as_deref()), body.version.or(q.version))?;
     // Refuse at once, before decoding anything, when the queue has no room for these images.
     v.batcher.has_room(sources.len()).map_err(|e| ApiError::from(e).for_model(&v))?;
     let classes = v.classes();
-    let top_k = match q.top_k {
+    let top_k = match top_k {
         None => 5.min(classes),
         Some(k) if k >= 1 && k <= classes => k,
         Some(_) => {
@@ -241,25 +156,4 @@ pub async fn classify(State(app): State<AppState>, req: Request) -> Result<Respo
         })
         .collect();
     Ok(served.json(ClassifyResponse { model: v.name.clone(), version: v.version, results }))
-}
-
-impl super::App {
-    /// Refuses a multipart request as soon as it has more files than allowed, before reading the rest.
-    fn check_items_soft(&self, n: usize) -> Result<(), ApiError> {
-        if n > self.limits.max_items {
-            return Err(ApiError::invalid(
-                "images",
-                format!("more than {} images; at most {} per request", self.limits.max_items, self.limits.max_items),
-            ));
-        }
-        Ok(())
-    }
-}
-
-fn multipart_error(status: axum::http::StatusCode, text: String) -> ApiError {
-    if status == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
-        ApiError::new(ErrorType::PayloadTooLarge, "request body exceeds the body limit (--body-limit-bytes)")
-    } else {
-        ApiError::new(ErrorType::BadRequest, format!("malformed multipart body: {text}"))
-    }
 }

@@ -5,10 +5,14 @@
 
 pub mod anomaly;
 pub mod classify;
+pub mod denoise;
+pub mod detect;
+pub mod embed;
 pub mod error;
 pub mod forecast;
 pub mod generate;
 pub mod health;
+pub mod images;
 pub mod middleware;
 pub mod models;
 pub mod pipeline;
@@ -136,8 +140,11 @@ impl App {
                 Some(d) => d.clone(),
                 None => {
                     let mut candidates = self.registry.serving_of_kind(kind);
+                    let marked =
+                        self.registry.serving_where(|v| v.kind() == kind && v.config.manifest.default_for_kind);
                     match candidates.len() {
                         1 => candidates.remove(0),
+                        _ if marked.len() == 1 => marked[0].clone(),
                         0 => return Err(ApiError::new(ErrorType::NotFound, format!("no {kind} model is loaded"))),
                         _ => {
                             return Err(ApiError {
@@ -145,7 +152,7 @@ impl App {
                                 ..ApiError::new(
                                     ErrorType::ModelRequired,
                                     format!(
-                                        "model: several {kind} models are loaded ({}); name one",
+                                        "model: several {kind} models are loaded ({}); name one (or mark one default_for_kind = true)",
                                         candidates.join(", ")
                                     ),
                                 )
@@ -282,6 +289,9 @@ pub fn domain_router() -> OpenApiRouter<AppState> {
         .routes(routes!(forecast::forecast))
         .routes(routes!(anomaly::anomaly))
         .routes(routes!(generate::generate))
+        .routes(routes!(detect::detect))
+        .routes(routes!(denoise::denoise))
+        .routes(routes!(embed::embed))
         .routes(routes!(models::list_models))
         .routes(routes!(models::get_model))
         .routes(routes!(models::load_model))

@@ -38,8 +38,11 @@ fn main() -> anyhow::Result<()> {
         std::fs::read_dir(dir.join(&model))?.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok()).collect();
     versions.sort_unstable();
     let v = versions.last().ok_or_else(|| anyhow::anyhow!("no version directory"))?;
-    let prep =
-        ReplicaPrep { memory_format: cfg.manifest.memory_format, setup_method: cfg.manifest.setup_method.clone() };
+    let prep = ReplicaPrep {
+        memory_format: cfg.manifest.memory_format,
+        setup_method: cfg.manifest.setup_method.clone(),
+        method: None,
+    };
     let engine =
         dlserve::engine::open(&dir.join(&model).join(v.to_string()), device, prep).map_err(anyhow::Error::msg)?;
     let mut replica = engine.replica().map_err(anyhow::Error::msg)?;

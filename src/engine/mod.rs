@@ -80,6 +80,9 @@ pub struct ReplicaPrep {
     pub memory_format: MemoryFormat,
     /// A method called once on the replica.
     pub setup_method: Option<String>,
+    /// The method every batch runs through; `forward` when `None` (an `[embedding]` queue runs
+    /// the encoder method).
+    pub method: Option<String>,
 }
 
 /// A model file loaded for one device: makes the replicas the workers own.

@@ -34,7 +34,12 @@ impl Engine for TorchScript {
 
     fn replica(&self) -> Result<Box<dyn Replica>, String> {
         let module = tch::no_grad(|| load_module(&self.bytes, self.device, &self.prep))?;
-        Ok(Box::new(TsReplica { module, device: self.device, layout: self.prep.memory_format }))
+        Ok(Box::new(TsReplica {
+            module,
+            device: self.device,
+            layout: self.prep.memory_format,
+            method: self.prep.method.clone(),
+        }))
     }
 
     fn release_memory(&self) {
@@ -47,6 +52,7 @@ pub struct TsReplica {
     module: CModule,
     device: Device,
     layout: MemoryFormat,
+    method: Option<String>,
 }
 
 impl Replica for TsReplica {
@@ -56,7 +62,7 @@ impl Replica for TsReplica {
 
     fn forward(&mut self, batch: &[&[ItemTensor]]) -> Result<PerItem, InferError> {
         // Grad mode is per thread; inference never records a graph.
-        tch::no_grad(|| forward_items(&self.module, self.device, self.layout, batch))
+        tch::no_grad(|| run_items(&self.module, self.method.as_deref(), self.device, self.layout, batch))
     }
 }
 
@@ -151,6 +157,17 @@ pub fn forward_items(
     layout: MemoryFormat,
     batch: &[&[ItemTensor]],
 ) -> Result<PerItem, InferError> {
+    run_items(module, None, device, layout, batch)
+}
+
+/// [`forward_items`] through `method` (`forward` when `None`).
+pub fn run_items(
+    module: &CModule,
+    method: Option<&str>,
+    device: Device,
+    layout: MemoryFormat,
+    batch: &[&[ItemTensor]],
+) -> Result<PerItem, InferError> {
     let n = batch.len();
     if n == 0 {
         return Ok(Vec::new());
@@ -187,7 +204,11 @@ pub fn forward_items(
         };
         inputs.push(IValue::Tensor(t));
     }
-    let out = module.forward_is(&inputs).map_err(te)?;
+    let out = match method {
+        None => module.forward_is(&inputs),
+        Some(name) => module.method_is(name, &inputs),
+    }
+    .map_err(te)?;
     let tensors = flatten_outputs(out)?;
     let mut per_item: PerItem = (0..n).map(|_| Ok(Vec::with_capacity(tensors.len()))).collect();
     for (oi, t) in tensors.into_iter().enumerate() {
@@ -261,8 +282,8 @@ mod tests {
     fn channels_last_relays_the_weights_and_keeps_the_outputs() {
         let _g = tch::no_grad_guard();
         let bytes = shipped("digits-cnn");
-        let plain = ReplicaPrep { memory_format: MemoryFormat::Contiguous, setup_method: None };
-        let nhwc = ReplicaPrep { memory_format: MemoryFormat::ChannelsLast, setup_method: None };
+        let plain = ReplicaPrep { memory_format: MemoryFormat::Contiguous, setup_method: None, method: None };
+        let nhwc = ReplicaPrep { memory_format: MemoryFormat::ChannelsLast, setup_method: None, method: None };
         let a = load_module(&bytes, Device::Cpu, &plain).unwrap();
         let b = load_module(&bytes, Device::Cpu, &nhwc).unwrap();
         // Every 4-D weight with more than one input channel now has NHWC strides (channel

@@ -142,12 +142,7 @@ pub fn preprocess_all(
     sources
         .into_iter()
         .map(|s| {
-            let px: Pixels = match s {
-                Source::Encoded(field, bytes) => {
-                    from_image_on(&decode(&bytes, &field, max_pixels)?, cfg.input_shape[0], cfg.alpha_background)
-                }
-                Source::Values(field, values, shape) => from_values(&values, &shape, cfg, &field, max_pixels)?,
-            };
+            let px = source_pixels(s, cfg.input_shape[0], cfg.pixel_scale, cfg.alpha_background, max_pixels)?;
             Ok(to_row(px, cfg))
         })
         .collect()
@@ -292,6 +287,35 @@ pub fn from_values(
     field: &str,
     max_pixels: u64,
 ) -> Result<Pixels, KindError> {
+    from_values_as(values, shape, cfg.pixel_scale, cfg.input_shape[0], field, max_pixels)
+}
+
+/// One image of a request as float pixels with `channels` channels: decoded (alpha composited
+/// onto `background`) or built from raw values in `[0, pixel_scale]`.
+pub fn source_pixels(
+    s: Source,
+    channels: i64,
+    pixel_scale: f32,
+    background: f32,
+    max_pixels: u64,
+) -> Result<Pixels, KindError> {
+    match s {
+        Source::Encoded(field, bytes) => Ok(from_image_on(&decode(&bytes, &field, max_pixels)?, channels, background)),
+        Source::Values(field, values, shape) => {
+            from_values_as(&values, &shape, pixel_scale, channels, &field, max_pixels)
+        }
+    }
+}
+
+/// [`from_values`] for any image kind: `pixel_scale` and the model's `channels`.
+pub fn from_values_as(
+    values: &[f64],
+    shape: &[usize],
+    pixel_scale: f32,
+    channels: i64,
+    field: &str,
+    max_pixels: u64,
+) -> Result<Pixels, KindError> {
     let (h, w, c) = match shape {
         [h, w] => (*h, *w, 1),
         [h, w, c] if *c == 1 || *c == 3 => (*h, *w, *c),
@@ -314,7 +338,7 @@ pub fn from_values(
             format!("has {} values but shape {:?} needs {}", values.len(), shape, h * w * c),
         ));
     }
-    let scale = cfg.pixel_scale as f64;
+    let scale = pixel_scale as f64;
     if let Some(bad) = values.iter().position(|v| !v.is_finite() || *v < 0.0 || *v > scale) {
         return Err(invalid(
             format!("{field}.pixels[{bad}]"),
@@ -322,7 +346,7 @@ pub fn from_values(
         ));
     }
     let f: Vec<f32> = values.iter().map(|v| (*v / scale) as f32).collect();
-    let want = cfg.input_shape[0];
+    let want = channels;
     Ok(match (c, want) {
         (1, 1) => Pixels::Gray(ImageBuffer::from_raw(w as u32, h as u32, f).expect("sized above")),
         (3, 3) => Pixels::Rgb(ImageBuffer::from_raw(w as u32, h as u32, f).expect("sized above")),
@@ -338,8 +362,35 @@ pub fn from_values(
     })
 }
 
+impl InvertPolicy {
+    /// Whether the policy inverts this image (`auto`: its border is lighter than mid-grey).
+    pub fn applies(self, p: &Pixels) -> bool {
+        match self {
+            InvertPolicy::Always => true,
+            InvertPolicy::Never => false,
+            InvertPolicy::Auto => border_mean(p) > 0.5,
+        }
+    }
+}
+
+/// The image resized to `w` x `h` (triangle filter; untouched when already that size), as one
+/// plane per channel.
+pub fn resized_planes(p: Pixels, w: u32, h: u32) -> Vec<Vec<f32>> {
+    match p {
+        Pixels::Gray(b) => {
+            let b = if b.dimensions() == (w, h) { b } else { image::imageops::resize(&b, w, h, FilterType::Triangle) };
+            vec![b.into_raw()]
+        }
+        Pixels::Rgb(b) => {
+            let b = if b.dimensions() == (w, h) { b } else { image::imageops::resize(&b, w, h, FilterType::Triangle) };
+            let raw = b.into_raw();
+            (0..3).map(|ch| raw.iter().skip(ch).step_by(3).copied().collect()).collect()
+        }
+    }
+}
+
 /// Mean brightness in [0, 1] of the one-pixel border of an image.
-fn border_mean(p: &Pixels) -> f32 {
+pub fn border_mean(p: &Pixels) -> f32 {
     fn mean_of<F: Fn(u32, u32) -> f32>(w: u32, h: u32, f: F) -> f32 {
         let mut sum = 0.0;
         let mut n = 0.0;
@@ -367,22 +418,8 @@ fn border_mean(p: &Pixels) -> f32 {
 pub fn to_row(p: Pixels, cfg: &ClassifierConfig) -> (Vec<f32>, bool) {
     let [c, h, w] = cfg.input_shape;
     let (h, w) = (h as u32, w as u32);
-    let invert = match cfg.invert {
-        InvertPolicy::Always => true,
-        InvertPolicy::Never => false,
-        InvertPolicy::Auto => border_mean(&p) > 0.5,
-    };
-    let mut planes: Vec<Vec<f32>> = match p {
-        Pixels::Gray(b) => {
-            let b = if b.dimensions() == (w, h) { b } else { image::imageops::resize(&b, w, h, FilterType::Triangle) };
-            vec![b.into_raw()]
-        }
-        Pixels::Rgb(b) => {
-            let b = if b.dimensions() == (w, h) { b } else { image::imageops::resize(&b, w, h, FilterType::Triangle) };
-            let raw = b.into_raw();
-            (0..3).map(|ch| raw.iter().skip(ch).step_by(3).copied().collect()).collect()
-        }
-    };
+    let invert = cfg.invert.applies(&p);
+    let mut planes = resized_planes(p, w, h);
     debug_assert_eq!(planes.len() as i64, c);
     let mut row = Vec::with_capacity((c as usize) * (h * w) as usize);
     for (ch, plane) in planes.iter_mut().enumerate() {

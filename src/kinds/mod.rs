@@ -9,6 +9,8 @@
 
 pub mod anomaly;
 pub mod classifier;
+pub mod denoiser;
+pub mod detector;
 pub mod forecaster;
 pub mod generator;
 
@@ -26,6 +28,8 @@ pub static KINDS: &[KindDef] = &[
     KindDef::of::<forecaster::Forecaster>(),
     KindDef::of::<anomaly::Anomaly>(),
     KindDef::of::<generator::Generator>(),
+    KindDef::of::<detector::Detector>(),
+    KindDef::of::<denoiser::Denoiser>(),
 ];
 
 /// The names of every kind, for messages.

@@ -200,6 +200,10 @@ pub struct Manifest {
     /// Which version directories are served.
     #[serde(default)]
     pub version_policy: VersionPolicy,
+    /// When several models of this kind are loaded, a request that names none goes to the one
+    /// marked `default_for_kind = true` (`--default-model` still wins over it).
+    #[serde(default)]
+    pub default_for_kind: bool,
     /// A TorchScript method taking no arguments that is called once on every replica right after
     /// it is loaded on its device, before warm-up: for work that must happen on the device, such
     /// as packing an RNN's weights into the single buffer cuDNN wants (see models/co2-lstm).

@@ -138,44 +138,37 @@ fn load_version(
 ) -> Result<LoadedVersion, LoadError> {
     let t0 = Instant::now();
     let batching = cfg.manifest.batching.for_device(device);
-    let prep =
-        ReplicaPrep { memory_format: cfg.manifest.memory_format, setup_method: cfg.manifest.setup_method.clone() };
-    let engine_error = |message: String| LoadError::Engine { model: name.into(), version, message };
-    let engine = engine::open(&dir.join(version.to_string()), device, prep).map_err(engine_error)?;
-    let mut replicas = Vec::with_capacity(batching.instances);
-    for _ in 0..batching.instances {
-        replicas.push(engine.replica().map_err(engine_error)?);
-    }
-    // Warm-up doubles as the contract check: batch 1 and max_batch_size on the first replica,
-    // max_batch_size on every other one (so each worker's first real batch is warm too).
-    let item = cfg.kind.warmup_item();
-    let max = batching.max_batch_size;
-    let warmup = |what: &'static str, batch: usize, cause: String| LoadError::Warmup {
-        model: name.into(),
-        version,
-        what,
-        batch,
-        cause,
+    let prep = ReplicaPrep {
+        memory_format: cfg.manifest.memory_format,
+        setup_method: cfg.manifest.setup_method.clone(),
+        method: None,
     };
-    for (r, replica) in replicas.iter_mut().enumerate() {
-        let sizes: &[usize] = if r == 0 && !batching.fixed_batch_size { &[1, max] } else { &[max] };
-        for &b in sizes {
-            let batch: Vec<&[ItemTensor]> = (0..b).map(|_| item.as_slice()).collect();
-            let out = replica.forward(&batch).map_err(|e| match e {
-                InferError::Forward(m) => warmup("warm-up forward failed", b, m),
-                other => warmup("warm-up", b, other.to_string()),
-            })?;
-            let first =
-                out.into_iter().next().ok_or_else(|| warmup("warm-up", b, "no output for the first item".into()))?;
-            let first = first.map_err(|e| warmup("warm-up", b, e.to_string()))?;
-            let shapes: Vec<Vec<i64>> = first.iter().map(|t| t.shape.clone()).collect();
-            cfg.check_outputs(&labels, &shapes).map_err(|m| warmup("contract check", b, m))?;
+    let vdir = dir.join(version.to_string());
+    let item = cfg.kind.warmup_item();
+    let check = |shapes: &[Vec<i64>]| cfg.check_outputs(&labels, shapes);
+    let queue = Queue { name, version, dir: &vdir, device, batching: &batching, item: &item };
+    let (engine_name, replicas, engine) = queue.open(prep.clone(), &check)?;
+    // `[embedding]`: a second queue on the same file whose batches run the encoder method.
+    let embedder = match &cfg.manifest.embedding {
+        None => None,
+        Some(e) => {
+            let dim = e.dim;
+            let check = |shapes: &[Vec<i64>]| match shapes.first() {
+                Some(s) if s.as_slice() == [dim] => Ok(()),
+                Some(s) => Err(format!(
+                    "embedding method {:?} returns per-item shape {s:?}, [embedding] declares [{dim}]",
+                    e.method
+                )),
+                None => Err(format!("embedding method {:?} returned no tensor", e.method)),
+            };
+            let (_, replicas, engine) = queue.open(ReplicaPrep { method: Some(e.method.clone()), ..prep }, &check)?;
+            let spec = BatcherSpec { model: format!("{name}.{}", e.method), version, batching: batching.clone() };
+            Some(Batcher::start(spec, engine, replicas, metrics.clone()))
         }
-    }
+    };
     let load_seconds = t0.elapsed().as_secs_f64();
     metrics.load_seconds.with_label_values(&[name, &version.to_string()]).set(load_seconds);
-    tracing::info!(model = name, version, device = %device_name(device), engine = engine.name(), load_seconds, "version loaded and warmed");
-    let engine_name = engine.name();
+    tracing::info!(model = name, version, device = %device_name(device), engine = engine_name, load_seconds, "version loaded and warmed");
     let spec = BatcherSpec { model: name.to_string(), version, batching };
     let batcher = Batcher::start(spec, engine, replicas, metrics.clone());
     Ok(LoadedVersion {
@@ -188,5 +181,63 @@ fn load_version(
         load_seconds,
         loaded_at: SystemTime::now(),
         batcher,
+        embedder,
     })
+}
+
+/// What opening one queue of a version needs.
+struct Queue<'a> {
+    name: &'a str,
+    version: u64,
+    dir: &'a Path,
+    device: Device,
+    batching: &'a crate::manifest::BatchingConfig,
+    item: &'a [ItemTensor],
+}
+
+/// Checks a warm-up's per-item output shapes against a contract.
+type ShapeCheck<'a> = dyn Fn(&[Vec<i64>]) -> Result<(), String> + 'a;
+
+type Opened = (&'static str, Vec<Box<dyn crate::engine::Replica>>, Arc<dyn crate::engine::Engine>);
+
+impl Queue<'_> {
+    /// Opens the engine with `prep`, makes the replicas and warms them. Warm-up doubles as the
+    /// contract check (`check` sees the first item's output shapes): batch 1 and max_batch_size
+    /// on the first replica, max_batch_size on every other one (so each worker's first real
+    /// batch is warm too).
+    fn open(&self, prep: ReplicaPrep, check: &ShapeCheck<'_>) -> Result<Opened, LoadError> {
+        let (name, version) = (self.name, self.version);
+        let engine_error = |message: String| LoadError::Engine { model: name.into(), version, message };
+        let engine = engine::open(self.dir, self.device, prep).map_err(engine_error)?;
+        let mut replicas = Vec::with_capacity(self.batching.instances);
+        for _ in 0..self.batching.instances {
+            replicas.push(engine.replica().map_err(engine_error)?);
+        }
+        let max = self.batching.max_batch_size;
+        let warmup = |what: &'static str, batch: usize, cause: String| LoadError::Warmup {
+            model: name.into(),
+            version,
+            what,
+            batch,
+            cause,
+        };
+        for (r, replica) in replicas.iter_mut().enumerate() {
+            let sizes: &[usize] = if r == 0 && !self.batching.fixed_batch_size { &[1, max] } else { &[max] };
+            for &b in sizes {
+                let batch: Vec<&[ItemTensor]> = (0..b).map(|_| self.item).collect();
+                let out = replica.forward(&batch).map_err(|e| match e {
+                    InferError::Forward(m) => warmup("warm-up forward failed", b, m),
+                    other => warmup("warm-up", b, other.to_string()),
+                })?;
+                let first = out
+                    .into_iter()
+                    .next()
+                    .ok_or_else(|| warmup("warm-up", b, "no output for the first item".into()))?;
+                let first = first.map_err(|e| warmup("warm-up", b, e.to_string()))?;
+                let shapes: Vec<Vec<i64>> = first.iter().map(|t| t.shape.clone()).collect();
+                check(&shapes).map_err(|m| warmup("contract check", b, m))?;
+            }
+        }
+        Ok((engine.name(), replicas, engine))
+    }
 }

@@ -110,6 +110,8 @@ pub struct LoadedVersion {
     pub loaded_at: SystemTime,
     /// The queue and workers.
     pub batcher: Batcher,
+    /// The queue whose batches run the `[embedding]` method, when the config has one.
+    pub embedder: Option<Batcher>,
 }
 
 impl LoadedVersion {
@@ -449,12 +451,19 @@ impl Registry {
 
     /// The names of models that serve `kind` now.
     pub fn serving_of_kind(&self, kind: &str) -> Vec<String> {
+        self.serving_where(|v| v.kind() == kind)
+    }
+
+    /// The names of models whose newest serving version passes `pred`, sorted.
+    pub fn serving_where(&self, pred: impl Fn(&LoadedVersion) -> bool) -> Vec<String> {
         let slots = self.slots.read().unwrap_or_else(|p| p.into_inner());
-        slots
+        let mut names: Vec<String> = slots
             .values()
-            .filter(|s| s.serving.load().values().next_back().is_some_and(|v| v.kind() == kind))
+            .filter(|s| s.serving.load().values().next_back().is_some_and(|v| pred(v)))
             .map(|s| s.name.clone())
-            .collect()
+            .collect();
+        names.sort();
+        names
     }
 
     /// Metadata of one model.

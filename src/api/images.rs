@@ -1,0 +1,203 @@
+//! Reading the images of a request, the same way for every image endpoint (`/classify`,
+//! `/detect`, `/denoise`, `/embed`): a raw image body, `multipart/form-data` with one or more files
+//! (and text fields), or JSON with `images` of base64 files or pixel arrays. Each endpoint names
+//! the extra parameters it takes; anything else is refused, naming the field.
+
+use super::error::{parse_json, ApiError, ErrorType};
+use super::App;
+use crate::kinds::classifier::{self, Source};
+use axum::extract::{FromRequest, Multipart, Request};
+use axum::http::header;
+use base64::Engine as _;
+use std::collections::HashMap;
+
+/// Media types accepted as a raw image body.
+pub const IMAGE_TYPES: [&str; 5] = ["image/png", "image/jpeg", "image/webp", "image/gif", "image/bmp"];
+
+/// The images of a request and the parameters its body set.
+#[derive(Default)]
+pub struct ImageRequest {
+    /// The images, in request order.
+    pub sources: Vec<Source>,
+    /// `model` from the body.
+    pub model: Option<String>,
+    /// `version` from the body.
+    pub version: Option<u64>,
+    /// The endpoint's own parameters from the body (multipart text fields, JSON members), as text.
+    pub params: HashMap<String, String>,
+}
+
+/// The media type of a request, lower-cased, without parameters ("" when none).
+pub fn media_type(req: &Request) -> String {
+    req.headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.split(';').next().unwrap_or("").trim().to_ascii_lowercase())
+        .unwrap_or_default()
+}
+
+/// Reads the images of `req` and its body parameters (`allowed` beyond model and version); the
+/// item count is checked against the limit as the images arrive.
+pub async fn read_images(app: &App, req: Request, allowed: &[&str]) -> Result<ImageRequest, ApiError> {
+    let ctype = media_type(&req);
+    let mut out = ImageRequest::default();
+    let accepted = || {
+        let mut all = vec!["model", "version"];
+        all.extend_from_slice(allowed);
+        all.join(", ")
+    };
+    if IMAGE_TYPES.contains(&ctype.as_str()) {
+        let body = bytes::Bytes::from_request(req, &()).await.map_err(ApiError::from)?;
+        out.sources.push(Source::Encoded("body".into(), body));
+    } else if ctype == "multipart/form-data" {
+        let mut mp =
+            Multipart::from_request(req, &()).await.map_err(|e| ApiError::new(ErrorType::BadRequest, e.body_text()))?;
+        let mut index = 0;
+        while let Some(field) = mp.next_field().await.map_err(|e| multipart_error(e.status(), e.body_text()))? {
+            let name = field.name().unwrap_or("").to_string();
+            let is_file = field.file_name().is_some() || field.content_type().is_some_and(|c| c.starts_with("image/"));
+            let data = field.bytes().await.map_err(|e| multipart_error(e.status(), e.body_text()))?;
+            if is_file {
+                out.sources.push(Source::Encoded(format!("file[{index}]"), data));
+                index += 1;
+                check_items_soft(app, out.sources.len())?;
+                continue;
+            }
+            let text = String::from_utf8_lossy(&data).trim().to_string();
+            match name.as_str() {
+                "model" => out.model = Some(text),
+                "version" => out.version = Some(parse_version(&text)?),
+                p if allowed.contains(&p) => {
+                    out.params.insert(name, text);
+                }
+                other => {
+                    return Err(ApiError::invalid(
+                        other,
+                        format!("unknown form field; send image files plus optional {}", accepted()),
+                    ))
+                }
+            }
+        }
+    } else if ctype == "application/json" {
+        let body = bytes::Bytes::from_request(req, &()).await.map_err(ApiError::from)?;
+        return json_images(app, &body, allowed);
+    } else if ctype.is_empty() {
+        return Err(ApiError::new(
+            ErrorType::UnsupportedMediaType,
+            format!(
+                "missing Content-Type; send one of {}, multipart/form-data or application/json",
+                IMAGE_TYPES.join(", ")
+            ),
+        ));
+    } else {
+        return Err(ApiError::new(
+            ErrorType::UnsupportedMediaType,
+            format!(
+                "Content-Type {ctype} is not accepted; send one of {}, multipart/form-data or application/json",
+                IMAGE_TYPES.join(", ")
+            ),
+        ));
+    }
+    app.check_items("images", out.sources.len())?;
+    Ok(out)
+}
+
+/// The images and parameters of a JSON body: `images` plus `model`, `version` and `allowed`.
+pub fn json_images(app: &App, body: &[u8], allowed: &[&str]) -> Result<ImageRequest, ApiError> {
+    let mut out = ImageRequest::default();
+    let accepted = || {
+        let mut all = vec!["model", "version"];
+        all.extend_from_slice(allowed);
+        all.join(", ")
+    };
+    let json: serde_json::Map<String, serde_json::Value> = parse_json(body)?;
+    let mut images = None;
+    for (key, value) in json {
+        match key.as_str() {
+            "images" => images = Some(value),
+            "model" => out.model = value_text(&key, &value)?,
+            "version" => out.version = value_text(&key, &value)?.map(|t| parse_version(&t)).transpose()?,
+            p if allowed.contains(&p) => {
+                if let Some(t) = value_text(&key, &value)? {
+                    out.params.insert(key, t);
+                }
+            }
+            _ => return Err(ApiError::invalid(key, format!("unknown field; accepted: images, {}", accepted()))),
+        }
+    }
+    let Some(serde_json::Value::Array(images)) = images else {
+        return Err(ApiError::invalid("images", "is required: an array of {base64} or {pixels} objects"));
+    };
+    app.check_items("images", images.len())?;
+    for (i, img) in images.into_iter().enumerate() {
+        out.sources.push(json_image(img, i)?);
+    }
+    Ok(out)
+}
+
+/// One entry of a JSON `images` array.
+fn json_image(v: serde_json::Value, i: usize) -> Result<Source, ApiError> {
+    let field = format!("images[{i}]");
+    let img: super::classify::ImageInput = serde_json::from_value(v)
+        .map_err(|e| ApiError::invalid(&field, format!("must be an object with base64, or pixels (and shape): {e}")))?;
+    match (img.base64, img.pixels) {
+        (Some(b64), None) => {
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(b64.trim())
+                .map_err(|e| ApiError::invalid(format!("{field}.base64"), format!("is not valid base64: {e}")))?;
+            Ok(Source::Encoded(field, bytes.into()))
+        }
+        (None, Some(px)) => {
+            let (values, shape) = classifier::flatten_pixels(&px, img.shape, &field)?;
+            Ok(Source::Values(field, values, shape))
+        }
+        _ => Err(ApiError::invalid(field, "give exactly one of base64 or pixels")),
+    }
+}
+
+/// A JSON parameter as text (numbers, strings, booleans); `null` is absent.
+fn value_text(key: &str, v: &serde_json::Value) -> Result<Option<String>, ApiError> {
+    match v {
+        serde_json::Value::Null => Ok(None),
+        serde_json::Value::String(s) => Ok(Some(s.clone())),
+        serde_json::Value::Number(n) => Ok(Some(n.to_string())),
+        serde_json::Value::Bool(b) => Ok(Some(b.to_string())),
+        _ => Err(ApiError::invalid(key, "must be a number or a string")),
+    }
+}
+
+fn parse_version(text: &str) -> Result<u64, ApiError> {
+    text.parse().map_err(|_| ApiError::invalid("version", "must be a non-negative integer"))
+}
+
+/// A body parameter parsed as `T`, else the query's value; the error names the field.
+pub fn param<T: std::str::FromStr>(
+    params: &HashMap<String, String>,
+    name: &str,
+    query: Option<T>,
+    what: &str,
+) -> Result<Option<T>, ApiError> {
+    match params.get(name) {
+        Some(t) => t.parse().map(Some).map_err(|_| ApiError::invalid(name, format!("must be {what}"))),
+        None => Ok(query),
+    }
+}
+
+/// Refuses a multipart request as soon as it has more files than allowed, before reading the rest.
+fn check_items_soft(app: &App, n: usize) -> Result<(), ApiError> {
+    if n > app.limits.max_items {
+        return Err(ApiError::invalid(
+            "images",
+            format!("more than {} images; at most {} per request", app.limits.max_items, app.limits.max_items),
+        ));
+    }
+    Ok(())
+}
+
+fn multipart_error(status: axum::http::StatusCode, text: String) -> ApiError {
+    if status == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+        ApiError::new(ErrorType::PayloadTooLarge, "request body exceeds the body limit (--body-limit-bytes)")
+    } else {
+        ApiError::new(ErrorType::BadRequest, format!("malformed multipart body: {text}"))
+    }
+}
