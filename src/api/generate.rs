@@ -192,7 +192,7 @@ async fn npz(
         while start < n {
             let end = (start + NPZ_CHUNK).min(n);
             let items: Vec<_> = (start..end).map(|i| generator::item(seed, i, &labels, &cfg)).collect();
-            let outs = match v.batcher.infer(items.clone(), crate::batching::Deadline::after(round_deadline)).await {
+            let outs = match v.batcher.infer(items, crate::batching::Deadline::after(round_deadline)).await {
                 Ok(o) => o,
                 Err(crate::batching::InferError::QueueFull { .. }) if !tx.is_closed() => {
                     tokio::time::sleep(std::time::Duration::from_millis(20)).await;
