@@ -5,8 +5,13 @@
 //! `--no-as-needed` the binary ends up linked to libtorch_cpu alone and `Cuda::is_available()`
 //! is false even on a GPU machine. The rpath lets the binary find libtorch without
 //! `LD_LIBRARY_PATH`.
+//!
+//! It also compiles `src/engine/aoti_shim.cpp`, the C interface of the AOTInductor (`.pt2`)
+//! engine, against the headers of the same libtorch, with torch-sys's language standard and ABI.
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
+    println!("cargo:rerun-if-changed=src/engine/aoti_shim.cpp");
+    println!("cargo:rerun-if-env-changed=LIBTORCH_CXX11_ABI");
     // DLSERVE_NO_CUDA=1 builds a CPU-only binary that does not need libtorch_cuda at run time
     // (the slim container variant).
     println!("cargo:rerun-if-env-changed=DLSERVE_NO_CUDA");
@@ -21,6 +26,7 @@ fn main() {
         return;
     };
     let lib = lib.to_string_lossy().to_string();
+    compile_aoti_shim(std::path::Path::new(&lib));
     println!("cargo:rustc-link-arg=-Wl,-rpath,{lib}");
     println!("cargo:rustc-link-search=native={lib}");
     println!("cargo:rustc-link-arg=-Wl,--no-as-needed");
@@ -29,4 +35,22 @@ fn main() {
     }
     println!("cargo:rustc-link-arg=-ltorch");
     println!("cargo:rustc-link-arg=-Wl,--as-needed");
+}
+
+/// Builds the AOTInductor shim as a static library. The headers sit beside the library directory
+/// (`<torch>/lib` and `<torch>/include`, in the wheel and in a libtorch download alike).
+fn compile_aoti_shim(lib: &std::path::Path) {
+    let root = lib.parent().unwrap_or(lib);
+    let include = root.join("include");
+    let abi = std::env::var("LIBTORCH_CXX11_ABI").unwrap_or_else(|_| "1".to_owned());
+    cc::Build::new()
+        .cpp(true)
+        .file("src/engine/aoti_shim.cpp")
+        .include(&include)
+        .include(include.join("torch/csrc/api/include"))
+        .flag("-std=c++17")
+        .flag(format!("-D_GLIBCXX_USE_CXX11_ABI={abi}"))
+        .flag("-DGLOG_USE_GLOG_EXPORT")
+        .warnings(false)
+        .compile("dlserve_aoti");
 }

@@ -36,7 +36,7 @@ def main(url: str) -> None:
             golden = json.load(f)
         check(client.is_model_ready(name), f"{name} ready")
         md = client.get_model_metadata(name)
-        check(md["platform"] == "pytorch_torchscript", f"{name} platform")
+        check(md["platform"] in ("pytorch_torchscript", "pytorch_aoti"), f"{name} platform {md['platform']}")
         arrays = [np.array(i["data"], dtype=NP[i["dtype"]]).reshape(i["shape"]) for i in golden["inputs"]]
         expected = [np.array(o["data"], dtype=np.float32).reshape(o["shape"]) for o in golden["outputs"]]
         for binary in (False, True):

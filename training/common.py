@@ -150,7 +150,7 @@ def write_config(name: str, kind: str, description: str, batching: dict, section
     text = "\n".join(lines) + "\n"
     parsed = tomllib.loads(text)
     assert set(parsed) <= {"kind", "description", "version_policy", "default_for_kind", "setup_method",
-                           "memory_format", "batching",
+                           "memory_format", "format", "batching",
                            kind} | OPTIONAL_TABLES, parsed.keys()
     assert set(tables or {}) <= OPTIONAL_TABLES, tables
     assert set(parsed["batching"]) <= {"max_batch_size", "max_queue_delay_ms", "queue_capacity", "instances",

@@ -25,6 +25,7 @@ import digits_cnn  # noqa: E402
 import digits_denoiser  # noqa: E402
 import digits_detector  # noqa: E402
 import elnino_gru  # noqa: E402
+import export_pt2  # noqa: E402
 
 STEPS = [("digits-cnn", digits_cnn.main), ("co2-lstm", co2_lstm.main),
          ("cancer-ae", cancer_ae.main), ("digits-cgan", digits_cgan.main),
@@ -40,7 +41,11 @@ def main() -> None:
         t = time.time()
         fn()  # each script seeds itself (C.setup) and exits non-zero when its bar is missed
         times.append((name, time.time() - t))
-    print(f"=== all {len(STEPS)} models trained", flush=True)
+    print(f"=== all {len(STEPS)} models trained; exporting the .pt2 packages (training/export_pt2.py)", flush=True)
+    t = time.time()
+    sys.argv = sys.argv[:1]  # every model with an export spec
+    export_pt2.main()
+    times.append(("model.pt2 x5", time.time() - t))
     for name, secs in times:
         print(f"    {name:<15} {C.fmt_secs(secs)}", flush=True)
     print(f"=== total wall time {C.fmt_secs(time.time() - t0)}", flush=True)

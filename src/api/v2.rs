@@ -62,7 +62,7 @@ pub struct ModelMetadata {
     pub name: String,
     /// Versions served.
     pub versions: Vec<String>,
-    /// Always `pytorch_torchscript`.
+    /// `pytorch_torchscript` (a `model.pt`) or `pytorch_aoti` (a `model.pt2` package).
     pub platform: &'static str,
     /// Inputs in forward's argument order; -1 marks a variable dimension.
     pub inputs: Vec<TensorSpec>,
@@ -213,7 +213,7 @@ fn metadata(app: &AppState, name: &str, version: Option<u64>) -> Result<ModelMet
     Ok(ModelMetadata {
         name: name.to_string(),
         versions: info.versions.iter().map(|v| v.version.to_string()).collect(),
-        platform: "pytorch_torchscript",
+        platform: if v.engine == "aoti" { "pytorch_aoti" } else { "pytorch_torchscript" },
         inputs: v.config.kind.inputs(),
         outputs: v.config.kind.outputs(&v.labels),
     })

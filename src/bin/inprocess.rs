@@ -3,12 +3,13 @@
 //! HTTP, no queue. Served throughput is compared against this in BENCHMARKS.md.
 //!
 //! Usage: inprocess --models-dir models --model digits-cnn [--seconds 2] [--device cpu]
-//!        [--intra-op-threads N] [--max-batch N]
+//!        [--intra-op-threads N] [--max-batch N] [--format auto|torchscript|pt2]
 //! Prints one JSON object per batch size.
 
 use dlserve::device::DeviceSpec;
 use dlserve::engine::ReplicaPrep;
 use dlserve::kinds::ModelConfig;
+use dlserve::manifest::ModelFormat;
 use std::time::{Duration, Instant};
 
 fn arg(args: &[String], name: &str) -> Option<String> {
@@ -43,11 +44,18 @@ fn main() -> anyhow::Result<()> {
         setup_method: cfg.manifest.setup_method.clone(),
         method: None,
     };
-    let engine =
-        dlserve::engine::open(&dir.join(&model).join(v.to_string()), device, prep).map_err(anyhow::Error::msg)?;
+    let format = match arg(&args, "--format").as_deref() {
+        None => cfg.manifest.format,
+        Some("auto") => ModelFormat::Auto,
+        Some("torchscript") => ModelFormat::Torchscript,
+        Some("pt2") => ModelFormat::Pt2,
+        Some(other) => anyhow::bail!("--format {other}: expected auto, torchscript or pt2"),
+    };
+    let item = cfg.kind.warmup_item();
+    let engine = dlserve::engine::open(&dir.join(&model).join(v.to_string()), device, format, prep, &item)
+        .map_err(anyhow::Error::msg)?;
     let mut replica = engine.replica().map_err(anyhow::Error::msg)?;
     replica.enter_thread(Some(intra));
-    let item = cfg.kind.warmup_item();
     let mut b = 1;
     while b <= max_batch {
         let batch: Vec<&[dlserve::tensor::ItemTensor]> = (0..b).map(|_| item.as_slice()).collect();
@@ -63,7 +71,7 @@ fn main() -> anyhow::Result<()> {
         let secs = t0.elapsed().as_secs_f64();
         println!(
             "{}",
-            serde_json::json!({"model": model, "device": dlserve::device::device_name(device), "intra_op_threads": intra,
+            serde_json::json!({"model": model, "engine": engine.name(), "device": dlserve::device::device_name(device), "intra_op_threads": intra,
                 "batch_size": b, "forwards": n, "items_per_s": (n * b) as f64 / secs, "ms_per_batch": secs * 1e3 / n as f64})
         );
         if b == max_batch {

@@ -38,6 +38,9 @@ impl Engine for FakeEngine {
     fn name(&self) -> &'static str {
         "fake"
     }
+    fn file(&self) -> &'static str {
+        "model.fake"
+    }
     fn replica(&self) -> Result<Box<dyn Replica>, String> {
         self.replicas.fetch_add(1, Ordering::SeqCst);
         Ok(Box::new(FakeReplica { batches: self.batches.clone() }))

@@ -5,13 +5,15 @@
 //! memory on CUDA), splitting the outputs, NaN checks, per-thread intra-op settings, and giving
 //! memory back when a version closes.
 
-use super::{summarize, Engine, InferError, PerItem, Replica, ReplicaPrep};
+use super::{
+    nhwc, release_memory, split_outputs, stack_inputs, summarize, Engine, InferError, PerItem, Replica, ReplicaPrep,
+};
 use crate::manifest::MemoryFormat;
-use crate::tensor::{Elem, ItemTensor, OutputTensor, TensorData};
+use crate::tensor::ItemTensor;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use tch::jit::IValue;
-use tch::{CModule, Device, Kind, Tensor};
+use tch::{CModule, Device, Tensor};
 
 /// A TorchScript file held in memory, ready to load replicas on one device.
 pub struct TorchScript {
@@ -30,6 +32,10 @@ impl TorchScript {
 impl Engine for TorchScript {
     fn name(&self) -> &'static str {
         "torchscript"
+    }
+
+    fn file(&self) -> &'static str {
+        "model.pt"
     }
 
     fn replica(&self) -> Result<Box<dyn Replica>, String> {
@@ -99,12 +105,6 @@ fn to_channels_last(m: &CModule) -> Result<(), tch::TchError> {
     Ok(())
 }
 
-/// `t` (4-D, NCHW sizes) with NHWC strides: permuted to NHWC, copied, and the view permuted back.
-/// With one channel the permuted view is already contiguous, and `t` comes back as it was.
-fn nhwc(t: &Tensor) -> Result<Tensor, tch::TchError> {
-    t.f_permute([0, 2, 3, 1])?.f_contiguous()?.f_permute([0, 3, 1, 2])
-}
-
 /// The process-wide intra-op thread count, for workers whose config sets none (0 = not set).
 static DEFAULT_INTRA_OP_THREADS: AtomicUsize = AtomicUsize::new(0);
 
@@ -128,24 +128,13 @@ pub fn set_inter_op_threads(n: usize) {
 /// lazily from the last value any thread set, on the thread's first query: so query first, then
 /// set, and do it on every worker (also those using the default), since another model's worker
 /// may have set a different value meanwhile.
-fn apply_intra_op_threads(wanted: Option<usize>) -> i32 {
+pub(super) fn apply_intra_op_threads(wanted: Option<usize>) -> i32 {
     let _ = tch::get_num_threads();
     let n = wanted.unwrap_or_else(|| DEFAULT_INTRA_OP_THREADS.load(Ordering::SeqCst));
     if n > 0 {
         tch::set_num_threads(n as i32);
     }
     tch::get_num_threads()
-}
-
-/// Hands freed heap pages back to the OS once a closed version's last replica is gone. glibc
-/// keeps the arenas of exited worker threads; without a trim each reload left RSS a little higher
-/// (seen in the soak: +8.5% over 9 reloads, almost all of it on reloads, none from traffic).
-fn release_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: malloc_trim only releases free memory held by the allocator; it touches no live allocation.
-    unsafe {
-        libc::malloc_trim(0);
-    }
 }
 
 /// Stacks items that share one shape key, runs forward once and splits the outputs per item.
@@ -173,84 +162,13 @@ pub fn run_items(
         return Ok(Vec::new());
     }
     let te = |e: tch::TchError| InferError::Forward(summarize(&e.to_string()));
-    let mut inputs = Vec::with_capacity(batch[0].len());
-    for (i, first) in batch[0].iter().enumerate() {
-        let shape = &first.shape;
-        let mut dims = Vec::with_capacity(shape.len() + 1);
-        dims.push(n as i64);
-        dims.extend_from_slice(shape);
-        let host = match first.data.elem() {
-            Elem::F32 => stack(batch, i, |d| if let TensorData::F32(v) = d { Some(v) } else { None }),
-            Elem::I64 => stack(batch, i, |d| if let TensorData::I64(v) = d { Some(v) } else { None }),
-        }
-        .map_err(te)?;
-        let mut host = host.f_view(dims.as_slice()).map_err(te)?;
-        if layout == MemoryFormat::ChannelsLast && dims.len() == 4 && dims[1] > 1 {
-            // An image batch in the weights' layout, so the first convolution needs no reorder
-            // either. With one channel both layouts are the same bytes.
-            host = nhwc(&host).map_err(te)?;
-        }
-        let t = match device {
-            Device::Cpu => host,
-            // The batch goes to pinned host memory (CUDA's caching host allocator), so the copy to
-            // the device is one DMA that need not block this thread. `_pin_memory(device)` is the
-            // form libtorch 2.11 does not warn about: `pin_memory(device)`, the public one in the
-            // bindings, logs two deprecation warnings per call. If pinning fails, the batch goes
-            // from pageable memory instead (a blocking copy; same result).
-            d => match host.f_internal_pin_memory(d) {
-                Ok(pinned) => pinned.f_to_device_(d, pinned.kind(), true, false).map_err(te)?,
-                Err(_) => host.f_to_device_(d, host.kind(), false, false).map_err(te)?,
-            },
-        };
-        inputs.push(IValue::Tensor(t));
-    }
+    let inputs: Vec<IValue> = stack_inputs(batch, device, layout)?.into_iter().map(IValue::Tensor).collect();
     let out = match method {
         None => module.forward_is(&inputs),
         Some(name) => module.method_is(name, &inputs),
     }
     .map_err(te)?;
-    let tensors = flatten_outputs(out)?;
-    let mut per_item: PerItem = (0..n).map(|_| Ok(Vec::with_capacity(tensors.len()))).collect();
-    for (oi, t) in tensors.into_iter().enumerate() {
-        let size = t.size();
-        if size.first() != Some(&(n as i64)) {
-            return Err(InferError::BadOutput(format!("output {oi} has shape {size:?}, expected batch dimension {n}")));
-        }
-        let host = t
-            .f_to_device(Device::Cpu)
-            .and_then(|t| t.f_to_kind(Kind::Float))
-            .and_then(|t| t.f_contiguous())
-            .map_err(te)?;
-        let numel: usize = size.iter().product::<i64>() as usize;
-        let mut data = vec![0f32; numel];
-        host.f_copy_data(&mut data, numel).map_err(te)?;
-        let per = numel / n;
-        let item_shape = size[1..].to_vec();
-        for (j, slot) in per_item.iter_mut().enumerate() {
-            let chunk = &data[j * per..(j + 1) * per];
-            if let Ok(v) = slot {
-                if chunk.iter().all(|x| x.is_finite()) {
-                    v.push(OutputTensor { shape: item_shape.clone(), data: chunk.to_vec() });
-                } else {
-                    *slot = Err(InferError::NonFinite { output: oi });
-                }
-            }
-        }
-    }
-    Ok(per_item)
-}
-
-/// Concatenates input `i` of every item into one host tensor (items of a batch share its dtype).
-fn stack<T: tch::kind::Element + Copy>(
-    batch: &[&[ItemTensor]],
-    i: usize,
-    pick: impl Fn(&TensorData) -> Option<&Vec<T>>,
-) -> Result<Tensor, tch::TchError> {
-    let mut buf = Vec::with_capacity(batch.len() * batch[0][i].data.len());
-    for item in batch {
-        buf.extend_from_slice(pick(&item[i].data).map(Vec::as_slice).unwrap_or_default());
-    }
-    Tensor::f_from_slice(&buf)
+    split_outputs(flatten_outputs(out)?, n)
 }
 
 /// A forward may return a tensor, or a tuple/list of tensors; anything else breaks the contract.

@@ -46,6 +46,19 @@ pub enum MemoryFormat {
     ChannelsLast,
 }
 
+/// Which model file of a version directory is served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ModelFormat {
+    /// `model.pt2` when the directory has one compiled for the model's device, else `model.pt`.
+    #[default]
+    Auto,
+    /// `model.pt` (TorchScript), through libtorch's JIT.
+    Torchscript,
+    /// `model.pt2` (torch.export + AOTInductor package), through libtorch's package loader.
+    Pt2,
+}
+
 /// Dynamic batching settings of one model.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields, default)]
@@ -215,6 +228,10 @@ pub struct Manifest {
     /// loop (BENCHMARKS.md, "Channels-last CNNs"). Outputs are the same up to float rounding.
     #[serde(default)]
     pub memory_format: MemoryFormat,
+    /// The model file to serve: `auto` (a `.pt2` compiled for the model's device, else the
+    /// TorchScript file), `torchscript` or `pt2`.
+    #[serde(default)]
+    pub format: ModelFormat,
     /// Dynamic batching settings.
     #[serde(default)]
     pub batching: BatchingConfig,

@@ -5,7 +5,7 @@
 use super::{versions_on_disk, LoadedVersion, RegistryOptions, Serving};
 use crate::batching::{Batcher, BatcherSpec, InferError};
 use crate::device::{device_name, DeviceSpec};
-use crate::engine::{self, ReplicaPrep};
+use crate::engine::{self, BatchLimit, ReplicaPrep};
 use crate::kinds::ModelConfig;
 use crate::manifest::{ConfigError, NamedPolicy, VersionPolicy};
 use crate::metrics::Metrics;
@@ -23,7 +23,7 @@ pub enum LoadError {
     #[error("{0}")]
     Config(#[from] ConfigError),
     /// The version policy names a version that is not on disk.
-    #[error("{model}/config.toml: version_policy: version {version} has no {model}/{version}/model.pt")]
+    #[error("{model}/config.toml: version_policy: version {version} has no {model}/{version}/model.pt or model.pt2")]
     MissingVersion {
         /// The model.
         model: String,
@@ -31,7 +31,7 @@ pub enum LoadError {
         version: u64,
     },
     /// No version directory holds a model file.
-    #[error("{model}: no version directory with a model.pt (expected {model}/<N>/model.pt)")]
+    #[error("{model}: no version directory with a model file (expected {model}/<N>/model.pt or model.pt2)")]
     NoVersion {
         /// The model.
         model: String,
@@ -53,22 +53,24 @@ pub enum LoadError {
         message: String,
     },
     /// The model file cannot be read or loaded by its engine.
-    #[error("{model}/{version}/model.pt: {message}")]
+    #[error("{model}/{version}/{message}")]
     Engine {
         /// The model.
         model: String,
         /// The version.
         version: u64,
-        /// The engine's reason.
+        /// The file and the engine's reason (`model.pt2: the package was compiled for cuda ...`).
         message: String,
     },
     /// A warm-up forward failed or its output breaks the kind's contract.
-    #[error("{model}/{version}/model.pt: {what} at batch size {batch}: {cause}")]
+    #[error("{model}/{version}/{file}: {what} at batch size {batch}: {cause}")]
     Warmup {
         /// The model.
         model: String,
         /// The version.
         version: u64,
+        /// The model file being served (`model.pt`, `model.pt2`).
+        file: &'static str,
         /// `warm-up forward failed` or `contract check`.
         what: &'static str,
         /// The batch size of the forward.
@@ -146,8 +148,9 @@ fn load_version(
     let vdir = dir.join(version.to_string());
     let item = cfg.kind.warmup_item();
     let check = |shapes: &[Vec<i64>]| cfg.check_outputs(&labels, shapes);
-    let queue = Queue { name, version, dir: &vdir, device, batching: &batching, item: &item };
-    let (engine_name, replicas, engine) = queue.open(prep.clone(), &check)?;
+    let format = cfg.manifest.format;
+    let queue = Queue { name, version, dir: &vdir, device, format, batching: &batching, item: &item };
+    let (engine_name, replicas, engine, batching) = queue.open(prep.clone(), &check)?;
     // `[embedding]`: a second queue on the same file whose batches run the encoder method.
     let embedder = match &cfg.manifest.embedding {
         None => None,
@@ -161,14 +164,17 @@ fn load_version(
                 )),
                 None => Err(format!("embedding method {:?} returned no tensor", e.method)),
             };
-            let (_, replicas, engine) = queue.open(ReplicaPrep { method: Some(e.method.clone()), ..prep }, &check)?;
-            let spec = BatcherSpec { model: format!("{name}.{}", e.method), version, batching: batching.clone() };
+            let (_, replicas, engine, batching) =
+                queue.open(ReplicaPrep { method: Some(e.method.clone()), ..prep }, &check)?;
+            let spec = BatcherSpec { model: format!("{name}.{}", e.method), version, batching };
             Some(Batcher::start(spec, engine, replicas, metrics.clone()))
         }
     };
     let load_seconds = t0.elapsed().as_secs_f64();
     metrics.load_seconds.with_label_values(&[name, &version.to_string()]).set(load_seconds);
     tracing::info!(model = name, version, device = %device_name(device), engine = engine_name, load_seconds, "version loaded and warmed");
+    let (detail, file) = (engine.detail(), engine.file());
+    let max_batch_size = batching.max_batch_size;
     let spec = BatcherSpec { model: name.to_string(), version, batching };
     let batcher = Batcher::start(spec, engine, replicas, metrics.clone());
     Ok(LoadedVersion {
@@ -177,6 +183,9 @@ fn load_version(
         config: cfg,
         device,
         engine: engine_name,
+        engine_detail: detail,
+        file,
+        max_batch_size,
         labels,
         load_seconds,
         loaded_at: SystemTime::now(),
@@ -191,6 +200,7 @@ struct Queue<'a> {
     version: u64,
     dir: &'a Path,
     device: Device,
+    format: crate::manifest::ModelFormat,
     batching: &'a crate::manifest::BatchingConfig,
     item: &'a [ItemTensor],
 }
@@ -198,31 +208,55 @@ struct Queue<'a> {
 /// Checks a warm-up's per-item output shapes against a contract.
 type ShapeCheck<'a> = dyn Fn(&[Vec<i64>]) -> Result<(), String> + 'a;
 
-type Opened = (&'static str, Vec<Box<dyn crate::engine::Replica>>, Arc<dyn crate::engine::Engine>);
+type Opened = (
+    &'static str,
+    Vec<Box<dyn crate::engine::Replica>>,
+    Arc<dyn crate::engine::Engine>,
+    crate::manifest::BatchingConfig,
+);
 
 impl Queue<'_> {
     /// Opens the engine with `prep`, makes the replicas and warms them. Warm-up doubles as the
     /// contract check (`check` sees the first item's output shapes): batch 1 and max_batch_size
     /// on the first replica, max_batch_size on every other one (so each worker's first real
-    /// batch is warm too).
+    /// batch is warm too). Returns the batching in effect: a file whose batch dimension is
+    /// static at 1 is served unbatched, and a `max_batch_size` the file cannot run is refused.
     fn open(&self, prep: ReplicaPrep, check: &ShapeCheck<'_>) -> Result<Opened, LoadError> {
         let (name, version) = (self.name, self.version);
         let engine_error = |message: String| LoadError::Engine { model: name.into(), version, message };
-        let engine = engine::open(self.dir, self.device, prep).map_err(engine_error)?;
-        let mut replicas = Vec::with_capacity(self.batching.instances);
-        for _ in 0..self.batching.instances {
-            replicas.push(engine.replica().map_err(engine_error)?);
+        let engine = engine::open(self.dir, self.device, self.format, prep, self.item).map_err(engine_error)?;
+        let file = engine.file();
+        let mut batching = self.batching.clone();
+        match engine.batch_limit() {
+            BatchLimit::UpTo(1) if batching.max_batch_size > 1 => {
+                tracing::info!(model = name, version, "{file} has a static batch of 1: served unbatched");
+                batching.max_batch_size = 1;
+                batching.fixed_batch_size = false;
+            }
+            BatchLimit::UpTo(b) if batching.max_batch_size > b => {
+                return Err(engine_error(format!(
+                    "{file}: batching.max_batch_size is {}, but the package accepts batches of at most {b}; \
+                     lower max_batch_size or export with a larger batch dimension",
+                    batching.max_batch_size
+                )));
+            }
+            _ => {}
         }
-        let max = self.batching.max_batch_size;
+        let mut replicas = Vec::with_capacity(batching.instances);
+        for _ in 0..batching.instances {
+            replicas.push(engine.replica().map_err(|m| engine_error(format!("{file}: {m}")))?);
+        }
+        let max = batching.max_batch_size;
         let warmup = |what: &'static str, batch: usize, cause: String| LoadError::Warmup {
             model: name.into(),
             version,
+            file,
             what,
             batch,
             cause,
         };
         for (r, replica) in replicas.iter_mut().enumerate() {
-            let sizes: &[usize] = if r == 0 && !self.batching.fixed_batch_size { &[1, max] } else { &[max] };
+            let sizes: &[usize] = if r == 0 && !batching.fixed_batch_size && max > 1 { &[1, max] } else { &[max] };
             for &b in sizes {
                 let batch: Vec<&[ItemTensor]> = (0..b).map(|_| self.item).collect();
                 let out = replica.forward(&batch).map_err(|e| match e {
@@ -238,6 +272,6 @@ impl Queue<'_> {
                 check(&shapes).map_err(|m| warmup("contract check", b, m))?;
             }
         }
-        Ok((engine.name(), replicas, engine))
+        Ok((engine.name(), replicas, engine, batching))
     }
 }

@@ -3,6 +3,7 @@
 //! ```text
 //! models/<name>/config.toml          kind, contract, batching, version policy, device
 //! models/<name>/<version>/model.pt   TorchScript
+//! models/<name>/<version>/model.pt2  torch.export + AOTInductor package (either or both)
 //! ```
 //!
 //! Each model has a slot holding the versions it serves behind an atomic pointer swap: requests
@@ -100,8 +101,14 @@ pub struct LoadedVersion {
     pub config: Arc<ModelConfig>,
     /// Where its replicas live.
     pub device: Device,
-    /// The engine that runs it (`torchscript`).
+    /// The engine that runs it (`torchscript`, `aoti`).
     pub engine: &'static str,
+    /// The model file it serves (`model.pt`, `model.pt2`).
+    pub file: &'static str,
+    /// What the engine's file was built for (`cpu, ISA AVX2` for a package), when it says.
+    pub engine_detail: Option<String>,
+    /// The largest batch in effect: the config's, or 1 for a package with a static batch.
+    pub max_batch_size: usize,
     /// Class names (classifier, conditional generator), else empty.
     pub labels: Vec<String>,
     /// Seconds the load took, warm-up included.
@@ -190,9 +197,21 @@ pub struct VersionInfo {
     /// Device of its replicas.
     #[schema(example = "cpu")]
     pub device: String,
-    /// The engine that runs it.
+    /// The engine that runs it: `torchscript` (`model.pt`) or `aoti` (`model.pt2`).
     #[schema(example = "torchscript")]
     pub engine: &'static str,
+    /// The model file served.
+    #[schema(example = "model.pt")]
+    pub file: &'static str,
+    /// What a package was compiled for (device, CPU vector ISA); absent for TorchScript.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(example = "cpu, ISA AVX2")]
+    pub compiled_for: Option<String>,
+    /// The largest batch its workers form. 1 with `batched: false` when the file's batch
+    /// dimension is static (a `.pt2` exported without a dynamic batch).
+    pub max_batch_size: usize,
+    /// Whether requests are batched together.
+    pub batched: bool,
     /// Live worker threads.
     pub workers: usize,
     /// Items waiting in its queue.
@@ -537,6 +556,10 @@ fn slot_info(slot: &ModelSlot) -> ModelInfo {
             version: v.version,
             device: device_name(v.device),
             engine: v.engine,
+            file: v.file,
+            compiled_for: v.engine_detail.clone(),
+            max_batch_size: v.max_batch_size,
+            batched: v.max_batch_size > 1,
             workers: v.batcher.live_workers(),
             queue_depth: v.batcher.queue_len(),
             load_seconds: v.load_seconds,
@@ -555,12 +578,12 @@ fn slot_info(slot: &ModelSlot) -> ModelInfo {
     }
 }
 
-/// Numbered subdirectories that hold a model.pt, ascending.
+/// Numbered subdirectories that hold a model.pt or a model.pt2, ascending.
 pub(crate) fn versions_on_disk(dir: &Path) -> Vec<u64> {
     let Ok(rd) = std::fs::read_dir(dir) else { return Vec::new() };
     let mut v: Vec<u64> = rd
         .filter_map(|e| e.ok())
-        .filter(|e| e.path().join("model.pt").is_file())
+        .filter(|e| e.path().join("model.pt").is_file() || e.path().join("model.pt2").is_file())
         .filter_map(|e| e.file_name().to_str().and_then(|s| s.parse::<u64>().ok()))
         .collect();
     v.sort_unstable();
@@ -585,8 +608,10 @@ fn fingerprint(dir: &Path) -> Vec<(String, u64, u128)> {
         fp.push(("config.toml".to_string(), len, t));
     }
     for v in versions_on_disk(dir) {
-        if let Some((len, t)) = stat(&dir.join(v.to_string()).join("model.pt")) {
-            fp.push((v.to_string(), len, t));
+        for file in ["model.pt", "model.pt2"] {
+            if let Some((len, t)) = stat(&dir.join(v.to_string()).join(file)) {
+                fp.push((format!("{v}/{file}"), len, t));
+            }
         }
     }
     fp

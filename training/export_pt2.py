@@ -1,0 +1,115 @@
+"""Exports shipped models as torch.export + AOTInductor packages (models/<name>/1/model.pt2).
+
+    .venv/bin/python training/export_pt2.py [name ...]      (default: every model listed in SPECS)
+
+Each package is compiled from the same weights as the TorchScript file beside it: the eager module of
+the model's training script is rebuilt and given `torch.jit.load(model.pt).state_dict()` (strictly:
+every key must match), exported with a dynamic batch dimension (1..MAX_BATCH) and compiled with
+AOTInductor. Before writing, the package is loaded back and compared with the TorchScript file at
+batch sizes 1, 3, 17 and 64 (the largest absolute difference must stay within TOLERANCE).
+
+How the packages are compiled, and why: see training/pt2.py (baseline -march, dynamic OpenMP threads,
+the batch range in the metadata).
+
+Compiling took 10 to 47 seconds per package on this 2-core machine (digits-cnn 40-47 s, cancer-ae 20-23 s with
+its two models, digits-cgan 10 s, digits-denoiser 22 s, digits-detector 13 s; `make models` runs this script last).
+"""
+from __future__ import annotations
+
+import sys
+import tomllib
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import common as C  # noqa: E402
+import pt2  # noqa: E402
+
+MAX_BATCH = 1024
+TOLERANCE = 1e-4
+CHECK_BATCHES = (1, 3, 17, 64)
+
+
+def _cnn():
+    from digits_cnn import DigitsCNN
+    return {"model": (DigitsCNN, (torch.zeros(2, 1, 28, 28),))}
+
+
+def _cgan():
+    from digits_cgan import Generator
+    # The plain generator: ServedGenerator's blocks of 8 rows are a loop whose length depends on the batch,
+    # which torch.export would specialise.
+    return {"model": (Generator, (torch.zeros(2, 64), torch.zeros(2, dtype=torch.long)))}
+
+
+def _cancer():
+    import cancer_ae
+    factory, ex, _ = cancer_ae.export_spec()
+
+    class Encode(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.m = factory()
+
+        def forward(self, x):
+            return self.m.encode(x)
+
+        def load_state_dict(self, sd, strict=True):
+            return self.m.load_state_dict(sd, strict=strict)
+
+    return {"model": (factory, ex), "encode": (Encode, ex)}
+
+
+def _denoiser():
+    import digits_denoiser
+    spec = digits_denoiser.export_spec()
+    return {"model": spec["forward"][:2], "encode": spec["encode"][:2]}
+
+
+def _detector():
+    import digits_detector
+    factory, ex, _ = digits_detector.export_spec()
+    return {"model": (factory, ex)}
+
+
+SPECS = {
+    "digits-cnn": _cnn,
+    "digits-cgan": _cgan,
+    "cancer-ae": _cancer,
+    "digits-denoiser": _denoiser,
+    "digits-detector": _detector,
+}
+
+
+def export_package(name: str) -> Path:
+    """models/<name>/1/model.pt2 from models/<name>/1/model.pt's weights."""
+    ts = torch.jit.load(str(C.model_path(name)), map_location="cpu").eval()
+    modules = {}
+    for model, (factory, example) in SPECS[name]().items():
+        m = factory()
+        m.load_state_dict(ts.state_dict(), strict=True)
+        modules[model] = (m.eval(), example)
+    out = C.model_path(name).with_suffix(".pt2")
+    info = pt2.package(modules, out, max_batch=MAX_BATCH, source="training/export_pt2.py")
+    worst = pt2.check(out, {m: (ts.forward if m == "model" else getattr(ts, m), ex) for m, (_, ex) in modules.items()},
+                      batches=CHECK_BATCHES, tolerance=TOLERANCE, seed=C.SEED)
+    C.log(name, f"model.pt2 written ({out.stat().st_size / 1e6:.1f} MB; batch {info['batch_min']}..{info['batch_max']}; "
+                f"compiled in {info['seconds']:.0f}s; largest difference from model.pt {worst:.2e})")
+    return out
+
+
+def main() -> None:
+    C.setup()
+    names = sys.argv[1:] or list(SPECS)
+    unknown = [n for n in names if n not in SPECS]
+    if unknown:
+        raise SystemExit(f"no export spec for {unknown}; known: {list(SPECS)}")
+    for n in names:
+        cfg = tomllib.loads((C.MODELS / n / "config.toml").read_text())
+        C.log(n, f"exporting ({cfg['kind']})")
+        export_package(n)
+
+
+if __name__ == "__main__":
+    main()
