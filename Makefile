@@ -5,7 +5,7 @@ export PATH := $(CURDIR)/.venv/bin:$(PATH)
 CARGO ?= cargo
 ADDR ?= 127.0.0.1:8080
 
-.PHONY: setup build run test fresh-check openapi models fixtures bench bench-threads stress docker-smoke lint
+.PHONY: setup build run test fresh-check openapi models fixtures bench bench-formats bench-threads stress docker-smoke lint
 
 setup:
 	@scripts/setup
@@ -52,6 +52,13 @@ fixtures: setup
 bench: build
 	@scripts/bench-setup
 	.cache/bench-venv/bin/python scripts/bench $(BENCH_ARGS)
+	.cache/bench-venv/bin/python scripts/bench-formats $(if $(findstring --quick,$(BENCH_ARGS)),--quick,)
+
+# TorchScript against .pt2 for every default model with both files (about 3.5 min; BENCHMARKS.md
+# "TorchScript against .pt2"): in-process items/s by batch size and served maximum at p99 <= 50 ms.
+bench-formats: build
+	@scripts/bench-setup
+	.cache/bench-venv/bin/python scripts/bench-formats $(BENCH_ARGS)
 
 # Intra-op threads per model: 1 vs one per core vs the server's rule, all four models served
 # (about 10 min; writes bench/threads.json, prints markdown tables; BENCHMARKS.md "Threads per model").
@@ -78,8 +85,9 @@ SOAK_MINUTES ?= 10
 FUZZ_SECONDS ?= 120
 stress: build
 	@mkdir -p bench/out
-	rm -f bench/out/overload.json bench/out/soak.json bench/out/soak.md bench/out/fuzz.json
+	rm -f bench/out/overload.json bench/out/soak.json bench/out/soak.md bench/out/fuzz.json bench/out/decode.json
 	-scripts/stress-overload --out bench/out/overload.json
+	-scripts/stress-decode --out bench/out/decode.json
 	-scripts/stress-soak $(SOAK_MINUTES) --out bench/out/soak.json --md bench/out/soak.md
 	-scripts/fuzz $(FUZZ_SECONDS)
 	scripts/stress-report bench/out STRESS.md

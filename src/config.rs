@@ -69,6 +69,16 @@ pub struct Args {
     #[arg(long, env = "DLSERVE_MAX_IMAGE_PIXELS", default_value_t = 4096 * 4096)]
     pub max_image_pixels: u64,
 
+    /// Memory image decoding may hold at once across all requests, in MiB (24 bytes per decoded
+    /// pixel, reserved from the image headers before decoding). 0: an eighth of physical memory,
+    /// between 256 MiB and 4 GiB.
+    #[arg(long, env = "DLSERVE_DECODE_BUDGET_MB", default_value_t = 0)]
+    pub decode_budget_mb: u64,
+
+    /// How long a request waits for room in the decode budget before a 429, in milliseconds.
+    #[arg(long, env = "DLSERVE_DECODE_WAIT_MS", default_value_t = 1000)]
+    pub decode_wait_ms: u64,
+
     /// Most items (images, rows, series) one request may carry.
     #[arg(long, env = "DLSERVE_MAX_ITEMS_PER_REQUEST", default_value_t = 256)]
     pub max_items_per_request: usize,

@@ -80,6 +80,14 @@ impl Server {
             default_models,
             cors_origins: args.cors_origins.iter().filter(|o| !o.is_empty()).cloned().collect(),
             draining: Default::default(),
+            decode_budget: crate::api::images::DecodeBudget::new(
+                if args.decode_budget_mb > 0 {
+                    args.decode_budget_mb << 20
+                } else {
+                    crate::api::images::DecodeBudget::default_bytes()
+                },
+                Duration::from_millis(args.decode_wait_ms),
+            ),
         }));
         Ok(Server { state, registry, intra_op_threads: intra })
     }

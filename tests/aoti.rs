@@ -147,6 +147,10 @@ async fn a_package_with_two_models_serves_anomaly_and_embed_from_pt2() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_packages_are_refused_with_a_reason_and_the_others_serve() {
+    // A temporary directory of this test's own (the package loader unpacks under TMPDIR), so that
+    // what other tests' processes unpack meanwhile is not counted.
+    let private_tmp = tempfile::tempdir().unwrap();
+    std::env::set_var("TMPDIR", private_tmp.path());
     let names = ["corrupt", "truncated", "for-cuda", "isa", "torch-version", "contract", "batch-range", "shape"];
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().to_path_buf();
@@ -196,7 +200,6 @@ async fn bad_packages_are_refused_with_a_reason_and_the_others_serve() {
     // A config whose items do not have the shape the package was exported for.
     edit_config(&dir, "shape", "input_shape = [1, 28, 28]", "input_shape = [1, 32, 32]");
 
-    let tmp_before = leftovers();
     let s = start_in(dir.clone(), Some(tmp), &[]).await;
     let models: serde_json::Value = s.get("/models").await.json().await.unwrap();
     let error_of = |name: &str| -> String {
@@ -228,25 +231,43 @@ async fn bad_packages_are_refused_with_a_reason_and_the_others_serve() {
     let row = vec![0.0; 30];
     let r = s.post_json("/anomaly", json!({"model": "cancer-ae", "rows": [row]})).await;
     assert_eq!(r.status(), 200);
-    // Failed loads leave nothing in the temporary directory: the new entries are the live
-    // cancer-ae's two package copies (forward and encode) and their two unpacked replicas.
-    let new: Vec<String> = leftovers().into_iter().filter(|e| !tmp_before.contains(e)).collect();
-    assert_eq!(new.len(), 4, "{new:?}");
+    // Failed loads leave nothing behind: not the library that would not open (unpacked before
+    // dlopen failed), and no package copy but the live cancer-ae's two (forward and encode).
+    assert_eq!(unpacked_with(b"aoti_torch_get_dtypX"), Vec::<PathBuf>::new());
+    assert_eq!(copies().len(), 2, "{:?}", copies());
 }
 
-/// Unpacked packages and package copies in the temporary directory.
-fn leftovers() -> Vec<String> {
+/// Unpacked packages (anywhere the loader unpacks) with a file containing `marker`: packages
+/// this test marked, so that what other tests' processes unpack meanwhile is not counted.
+fn unpacked_with(marker: &[u8]) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    for d in aoti::unpacked_dirs() {
+        let mut stack = vec![d.clone()];
+        while let Some(p) = stack.pop() {
+            let Ok(rd) = std::fs::read_dir(&p) else { continue };
+            for e in rd.filter_map(|e| e.ok()) {
+                let path = e.path();
+                if path.is_dir() {
+                    stack.push(path);
+                } else if std::fs::read(&path).is_ok_and(|b| b.windows(marker.len()).any(|w| w == marker)) {
+                    found.push(d.clone());
+                }
+            }
+        }
+    }
+    found.sort();
+    found.dedup();
+    found
+}
+
+/// This process's private package copies.
+fn copies() -> Vec<String> {
+    let prefix = format!("dlserve-{}-", std::process::id());
     let mut v: Vec<String> = std::fs::read_dir(std::env::temp_dir())
         .unwrap()
         .filter_map(|e| e.ok())
-        .filter(|e| {
-            let p = e.path();
-            let name = e.file_name().to_string_lossy().into_owned();
-            (name.starts_with(&format!("dlserve-{}-", std::process::id())))
-                || std::fs::read_dir(&p)
-                    .is_ok_and(|mut d| d.any(|a| a.is_ok_and(|a| a.path().join("data/aotinductor").is_dir())))
-        })
         .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(&prefix))
         .collect();
     v.sort();
     v
@@ -275,10 +296,15 @@ fn a_static_batch_package_is_served_unbatched() {
 
 #[test]
 fn load_and_unload_do_not_grow_memory_or_leave_files() {
-    // This process only: the package loader unpacks under TMPDIR.
+    // A copy marked with this process's id, to find what its loaders unpack.
     let tmp = tempfile::tempdir().unwrap();
     std::env::set_var("TMPDIR", tmp.path());
-    let pkg = shipped_models().join("digits-cnn/1/model.pt2");
+    let pkg = tmp.path().join("model.pt2");
+    std::fs::copy(shipped_models().join("digits-cnn/1/model.pt2"), &pkg).unwrap();
+    let marker = format!("test-{:08}", std::process::id());
+    patch_metadata(&pkg, |m| {
+        m.insert("dlserve.source".into(), json!(marker));
+    });
     let item = vec![ItemTensor::f32(vec![1, 28, 28], vec![0.5; 784])];
     let cycle = || {
         let e = aoti::Aoti::open(&pkg, tch::Device::Cpu, &ReplicaPrep::default(), &item).unwrap();
@@ -287,6 +313,7 @@ fn load_and_unload_do_not_grow_memory_or_leave_files() {
         let batch: Vec<&[ItemTensor]> = (0..8).map(|_| item.as_slice()).collect();
         let out = r.forward(&batch).unwrap();
         assert_eq!(out.len(), 8);
+        assert_eq!(unpacked_with(marker.as_bytes()).len(), 1, "a live replica's unpacked package is found");
         drop(r);
         e.release_memory();
     };
@@ -299,8 +326,8 @@ fn load_and_unload_do_not_grow_memory_or_leave_files() {
     }
     let grown = rss_bytes() as f64 - rss0 as f64;
     assert!(grown < 24e6, "RSS grew {:.1} MB over 40 load/unload cycles", grown / 1e6);
-    let left: Vec<_> = std::fs::read_dir(tmp.path()).unwrap().filter_map(|e| e.ok()).map(|e| e.path()).collect();
-    assert!(left.is_empty(), "left behind: {left:?}");
+    assert_eq!(unpacked_with(marker.as_bytes()), Vec::<PathBuf>::new(), "every unpacked package was removed");
+    assert_eq!(copies(), Vec::<String>::new(), "every package copy was removed");
 }
 
 #[test]

@@ -264,3 +264,26 @@ async fn slow_silent_and_idle_connections_are_closed_and_the_connection_cap_hold
     assert!(t0.elapsed() >= std::time::Duration::from_millis(300), "it waited for a slot: {:?}", t0.elapsed());
     drop(idle);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn decoding_is_bounded_by_the_decode_budget() {
+    // 64 MiB at 24 bytes per pixel: one 1024x1024 image (24 MiB) fits twice, a 2048x2048 one never.
+    let s = start(&["tiny-classifier"], &["--decode-budget-mb", "64", "--decode-wait-ms", "5000"]).await;
+    let (st, ty, msg, field) = error_of(s.post_png("/classify", png(2048, 2048, |x, _| (x % 256) as u8)).await).await;
+    assert_eq!((st, ty.as_str()), (413, "payload_too_large"), "{msg}");
+    assert!(msg.contains("decode budget of 64 MiB") && msg.contains("96 MiB"), "{msg}");
+    assert_eq!(field.as_deref(), Some("body"), "the raw request body is the image");
+    // Twelve at once: the budget holds two decodes; the rest wait their turn (5 s) and all succeed.
+    let big = png(1024, 1024, |x, y| ((x ^ y) % 256) as u8);
+    let mut tasks = Vec::new();
+    for _ in 0..12 {
+        let (c, url, body) = (s.client.clone(), s.url("/classify"), big.clone());
+        tasks.push(tokio::spawn(async move {
+            c.post(url).header("content-type", "image/png").body(body).send().await.unwrap().status().as_u16()
+        }));
+    }
+    for t in tasks {
+        assert_eq!(t.await.unwrap(), 200);
+    }
+    assert_eq!(s.state.decode_budget.in_use_bytes(), 0, "every reservation was given back");
+}

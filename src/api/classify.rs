@@ -140,6 +140,7 @@ pub async fn classify(State(app): State<AppState>, req: Request) -> Result<Respo
     };
     let max_pixels = app.limits.max_image_pixels;
     let pre = cfg.clone();
+    let _reserved = app.decode_budget.reserve(&sources).await?;
     let rows = tokio::task::spawn_blocking(move || classifier::preprocess_all(sources, &pre, max_pixels))
         .await
         .map_err(|e| ApiError::internal(e.to_string()))??;

@@ -117,7 +117,7 @@ pub async fn denoise(State(app): State<AppState>, req: Request) -> Result<Respon
         return Err(ApiError::invalid("format", "png answers with one image; send exactly one, or use format=json"));
     }
     v.batcher.has_room(sources.len()).map_err(|e| ApiError::from(e).for_model(&v))?;
-    let (rows, inverted) = prepare_all(sources, &cfg, app.limits.max_image_pixels).await?;
+    let (rows, inverted) = prepare_all(sources, &cfg, &app).await?;
     let shape = cfg.input_shape.to_vec();
     let items = rows.into_iter().map(|r| vec![ItemTensor::f32(shape.clone(), r)]).collect();
     let served = pipeline::infer(&v, items, deadline).await?;
@@ -152,8 +152,10 @@ pub async fn denoise(State(app): State<AppState>, req: Request) -> Result<Respon
 pub async fn prepare_all(
     sources: Vec<classifier::Source>,
     cfg: &std::sync::Arc<denoiser::DenoiserConfig>,
-    max_pixels: u64,
+    app: &super::App,
 ) -> Result<(Vec<Vec<f32>>, Vec<bool>), ApiError> {
+    let max_pixels = app.limits.max_image_pixels;
+    let _reserved = app.decode_budget.reserve(&sources).await?;
     let pre = cfg.clone();
     let prepared = tokio::task::spawn_blocking(move || {
         sources

@@ -151,6 +151,7 @@ pub async fn detect(State(app): State<AppState>, req: Request) -> Result<Respons
     let max_pixels = app.limits.max_image_pixels;
     let pre = cfg.clone();
     let keep_rgb = format == DetectFormat::Png;
+    let _reserved = app.decode_budget.reserve(&sources).await?;
     let prepared = tokio::task::spawn_blocking(move || {
         sources
             .into_iter()

@@ -92,7 +92,7 @@ pub async fn embed(State(app): State<AppState>, req: Request) -> Result<Response
     };
     let v = pick(&app, Denoiser::NAME, body.model.as_deref().or(q.model.as_deref()), body.version.or(q.version))?;
     let cfg = v.config.section::<Denoiser>().ok_or_else(|| ApiError::internal("denoiser model without its section"))?;
-    let (rows, _) = denoise::prepare_all(body.sources, &cfg, app.limits.max_image_pixels).await?;
+    let (rows, _) = denoise::prepare_all(body.sources, &cfg, &app).await?;
     let shape = cfg.input_shape.to_vec();
     let items = rows.into_iter().map(|r| vec![ItemTensor::f32(shape.clone(), r)]).collect();
     run(&v, items, deadline).await

@@ -201,3 +201,140 @@ fn multipart_error(status: axum::http::StatusCode, text: String) -> ApiError {
         ApiError::new(ErrorType::BadRequest, format!("malformed multipart body: {text}"))
     }
 }
+
+/// Bytes of memory budgeted per decoded pixel: the decoded buffer (up to RGBA as 32-bit floats
+/// when the image has alpha, 16 bytes) plus the float planes it is converted and resized into.
+pub const DECODE_BYTES_PER_PIXEL: u64 = 24;
+
+/// A bound on the memory that image decoding holds at once, across all requests. Each request
+/// reserves the decoded size of its images (from their headers) before decoding and gives it back
+/// when done; a request that finds the budget in use waits up to `wait`, then gets 429 with
+/// `Retry-After`, and one that could never fit gets 413.
+pub struct DecodeBudget {
+    permits: std::sync::Arc<tokio::sync::Semaphore>,
+    total_kib: u32,
+    wait: std::time::Duration,
+}
+
+/// A reservation of decode memory, returned when dropped.
+pub struct DecodeReservation {
+    _permit: Option<tokio::sync::OwnedSemaphorePermit>,
+}
+
+impl DecodeBudget {
+    /// A budget of `bytes` (at least 1 MiB); requests wait up to `wait` for room.
+    pub fn new(bytes: u64, wait: std::time::Duration) -> DecodeBudget {
+        let total_kib = (bytes / 1024).clamp(1024, u32::MAX as u64 / 2) as u32;
+        DecodeBudget { permits: std::sync::Arc::new(tokio::sync::Semaphore::new(total_kib as usize)), total_kib, wait }
+    }
+
+    /// The default budget: an eighth of physical memory, between 256 MiB and 4 GiB.
+    pub fn default_bytes() -> u64 {
+        // SAFETY: sysconf only reads system configuration values.
+        let (pages, page) = unsafe { (libc::sysconf(libc::_SC_PHYS_PAGES), libc::sysconf(libc::_SC_PAGESIZE)) };
+        let physical = if pages > 0 && page > 0 { pages as u64 * page as u64 } else { 8 << 30 };
+        (physical / 8).clamp(256 << 20, 4 << 30)
+    }
+
+    /// The budget in bytes.
+    pub fn total_bytes(&self) -> u64 {
+        self.total_kib as u64 * 1024
+    }
+
+    /// Bytes in use now.
+    pub fn in_use_bytes(&self) -> u64 {
+        (self.total_kib as u64 - self.permits.available_permits() as u64) * 1024
+    }
+
+    /// Reserves room for decoding `sources`: encoded images by the size their header declares
+    /// (an undecodable header costs nothing here; decoding reports it), pixel arrays by their values.
+    pub async fn reserve(&self, sources: &[Source]) -> Result<DecodeReservation, ApiError> {
+        let mut bytes: u64 = 0;
+        let mut largest = ("", 0u64);
+        for s in sources {
+            let (field, b) = match s {
+                Source::Encoded(field, data) => {
+                    let px = image::ImageReader::new(std::io::Cursor::new(&data[..]))
+                        .with_guessed_format()
+                        .ok()
+                        .and_then(|r| r.into_dimensions().ok())
+                        .map(|(w, h)| w as u64 * h as u64)
+                        .unwrap_or(0);
+                    (field.as_str(), px.saturating_mul(DECODE_BYTES_PER_PIXEL))
+                }
+                Source::Values(field, values, _) => (field.as_str(), values.len() as u64 * 8),
+            };
+            if b > largest.1 {
+                largest = (field, b);
+            }
+            bytes = bytes.saturating_add(b);
+        }
+        let kib = bytes.div_ceil(1024);
+        if kib == 0 {
+            return Ok(DecodeReservation { _permit: None });
+        }
+        let mib = |b: u64| b as f64 / (1 << 20) as f64;
+        if kib > self.total_kib as u64 {
+            return Err(ApiError {
+                field: Some(largest.0.to_string()),
+                ..ApiError::new(
+                    ErrorType::PayloadTooLarge,
+                    format!(
+                        "decoding the images of this request takes about {:.0} MiB ({DECODE_BYTES_PER_PIXEL} bytes per pixel), \
+                         more than the server's decode budget of {:.0} MiB (--decode-budget-mb); send fewer or smaller images",
+                        mib(bytes),
+                        mib(self.total_bytes())
+                    ),
+                )
+            });
+        }
+        let acquire = self.permits.clone().acquire_many_owned(kib as u32);
+        match tokio::time::timeout(self.wait, acquire).await {
+            Ok(Ok(permit)) => Ok(DecodeReservation { _permit: Some(permit) }),
+            _ => Err(ApiError {
+                retry_after: Some(1),
+                ..ApiError::new(
+                    ErrorType::Overloaded,
+                    format!(
+                        "the server's decode budget of {:.0} MiB is in use by other requests' images and this request needs \
+                         {:.0} MiB; retry after 1 s",
+                        mib(self.total_bytes()),
+                        mib(bytes)
+                    ),
+                )
+            }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn png(w: u32, h: u32) -> Source {
+        let img = image::DynamicImage::ImageLuma8(image::ImageBuffer::new(w, h));
+        let mut out = Vec::new();
+        img.write_to(&mut std::io::Cursor::new(&mut out), image::ImageFormat::Png).unwrap();
+        Source::Encoded("image".into(), out.into())
+    }
+
+    #[tokio::test]
+    async fn a_full_budget_answers_429_after_its_wait_and_frees_on_drop() {
+        let b = DecodeBudget::new(64 << 20, Duration::from_millis(50));
+        let first = b.reserve(&[png(1024, 1024), png(1024, 1024)]).await.unwrap();
+        assert_eq!(b.in_use_bytes(), 48 << 20, "24 bytes per pixel, from the headers");
+        let e = b.reserve(&[png(1024, 1024)]).await.err().unwrap();
+        assert_eq!((e.ty, e.retry_after), (ErrorType::Overloaded, Some(1)));
+        assert!(e.message.contains("decode budget of 64 MiB"), "{}", e.message);
+        drop(first);
+        assert_eq!(b.in_use_bytes(), 0);
+        let _again = b.reserve(&[png(1024, 1024)]).await.unwrap();
+        let e = b.reserve(&[png(2048, 2048)]).await.err().unwrap();
+        assert_eq!((e.ty, e.field.as_deref()), (ErrorType::PayloadTooLarge, Some("image")));
+        // Nothing to decode costs nothing; an undecodable header is left to the decoder to report.
+        let junk = Source::Encoded("image".into(), bytes::Bytes::from_static(b"not an image"));
+        let _free = b.reserve(&[junk]).await.unwrap();
+        assert_eq!(b.in_use_bytes(), 24 << 20);
+    }
+}

@@ -78,6 +78,8 @@ pub struct App {
     pub cors_origins: Vec<String>,
     /// Set once shutdown begins: readiness fails and new requests are refused.
     pub draining: AtomicBool,
+    /// Memory that image decoding may hold at once, across requests.
+    pub decode_budget: images::DecodeBudget,
 }
 
 /// The axum state: a cheap clone of the shared app.

@@ -91,10 +91,12 @@ impl Loader {
     /// Unpacks and loads `model` of the package at `path` (`device_index` -1: the CPU, or the
     /// current CUDA device, as the package was compiled for).
     ///
-    /// The loader unpacks into a new directory under the temporary directory and removes it when
+    /// The loader unpacks the package into a new `/tmp/XXXXXX` directory and removes it when
     /// dropped, but a load that fails (a library that will not open) leaves it behind. So loads
-    /// take turns, and after a failed one the unpacked directories it created are removed.
-    pub fn load(path: &Path, model: &str, device_index: i32) -> Result<Loader, String> {
+    /// take turns, and after a failed one its directory is removed: the one the error names, else
+    /// a directory that appeared meanwhile holding this very library (`library`: its name in the
+    /// package and its bytes), never another process's.
+    pub fn load(path: &Path, model: &str, device_index: i32, library: Option<(&str, &[u8])>) -> Result<Loader, String> {
         static LOADS: std::sync::Mutex<()> = std::sync::Mutex::new(());
         let (p, m) = (c_path(path)?, CString::new(model).map_err(|_| "bad model name".to_string())?);
         let _turn = LOADS.lock().unwrap_or_else(|e| e.into_inner());
@@ -103,10 +105,26 @@ impl Loader {
         // SAFETY: both strings outlive the call; the error is taken once.
         let ptr = unsafe { ffi::dls_aoti_load(p.as_ptr(), m.as_ptr(), device_index as c_int, &mut err) };
         if ptr.is_null() {
-            for d in unpacked_dirs().difference(&before) {
+            let message = take_message(err);
+            let named = named_unpack_dir(&message);
+            let ours = |d: &PathBuf| {
+                named.as_ref() == Some(d)
+                    || library.is_some_and(|(name, bytes)| {
+                        std::fs::read_dir(d).is_ok_and(|mut archives| {
+                            archives.any(|a| {
+                                a.is_ok_and(|a| {
+                                    let lib = a.path().join("data/aotinductor").join(model).join(name);
+                                    std::fs::metadata(&lib).is_ok_and(|md| md.len() == bytes.len() as u64)
+                                        && std::fs::read(&lib).is_ok_and(|b| b == bytes)
+                                })
+                            })
+                        })
+                    })
+            };
+            for d in unpacked_dirs().difference(&before).filter(|d| ours(d)) {
                 let _ = std::fs::remove_dir_all(d);
             }
-            return Err(super::summarize(&take_message(err)));
+            return Err(super::summarize(&message));
         }
         Ok(Loader { ptr })
     }
@@ -130,18 +148,37 @@ impl Loader {
     }
 }
 
-/// Directories in the temporary directory that hold an unpacked package (`<dir>/<archive>/data/aotinductor`).
-fn unpacked_dirs() -> std::collections::HashSet<PathBuf> {
-    let Ok(rd) = std::fs::read_dir(std::env::temp_dir()) else { return Default::default() };
-    rd.filter_map(|e| e.ok())
-        .map(|e| e.path())
-        .filter(|d| {
+/// The `/tmp/XXXXXX` directory a loader error names (`Error in dlopen: /tmp/Ab12Cd/...`).
+fn named_unpack_dir(message: &str) -> Option<PathBuf> {
+    let at = message.find("/tmp/")?;
+    let name: String = message[at + 5..].chars().take_while(|c| c.is_ascii_alphanumeric()).collect();
+    (name.len() == 6).then(|| PathBuf::from("/tmp").join(name))
+}
+
+/// Where the loader unpacks packages: libtorch 2.11 makes `/tmp/XXXXXX` whatever `TMPDIR` says
+/// (observed: with `TMPDIR` set elsewhere the directories still appear in /tmp). Both are looked at.
+pub fn unpack_roots() -> Vec<PathBuf> {
+    let mut roots = vec![PathBuf::from("/tmp")];
+    let tmp = std::env::temp_dir();
+    if !roots.contains(&tmp) {
+        roots.push(tmp);
+    }
+    roots
+}
+
+/// Directories that hold an unpacked package (`<root>/<dir>/<archive>/data/aotinductor`).
+pub fn unpacked_dirs() -> std::collections::HashSet<PathBuf> {
+    let mut out = std::collections::HashSet::new();
+    for root in unpack_roots() {
+        let Ok(rd) = std::fs::read_dir(root) else { continue };
+        out.extend(rd.filter_map(|e| e.ok()).map(|e| e.path()).filter(|d| {
             d.is_dir()
                 && std::fs::read_dir(d)
                     .map(|mut inner| inner.any(|a| a.is_ok_and(|a| a.path().join("data/aotinductor").is_dir())))
                     .unwrap_or(false)
-        })
-        .collect()
+        }));
+    }
+    out
 }
 
 impl Drop for Loader {
@@ -329,6 +366,9 @@ pub struct Aoti {
     batch: BatchRange,
     /// What its wrapper was generated for, checked on every batch.
     specs: std::sync::Arc<Vec<InputSpec>>,
+    /// The model's library: its file name in the package and its bytes (to recognise what a
+    /// failed load unpacked).
+    library: Option<(String, Vec<u8>)>,
     /// Device, ISA and batch range, for `/models`.
     summary: String,
 }
@@ -424,7 +464,11 @@ impl Aoti {
         if prep.setup_method.is_some() {
             tracing::info!(package = %path.display(), "setup_method is a TorchScript method; not called on a .pt2 package");
         }
-        Ok(Aoti { copy, model, device, batch, specs: std::sync::Arc::new(specs), summary })
+        let library = members
+            .iter()
+            .find(|m| m.name.ends_with(".wrapper.so") && m.name.split('/').rev().nth(1) == Some(model.as_str()))
+            .map(|m| (m.name.rsplit('/').next().unwrap_or_default().to_string(), bytes[m.data.clone()].to_vec()));
+        Ok(Aoti { copy, model, device, batch, specs: std::sync::Arc::new(specs), library, summary })
     }
 
     /// The batch sizes the package accepts.
@@ -501,8 +545,9 @@ impl Engine for Aoti {
             Device::Cuda(i) => i as i32,
             _ => -1,
         };
-        let loader =
-            Loader::load(&self.copy, &self.model, index).map_err(|e| format!("not a loadable .pt2 package: {e}"))?;
+        let library = self.library.as_ref().map(|(n, b)| (n.as_str(), b.as_slice()));
+        let loader = Loader::load(&self.copy, &self.model, index, library)
+            .map_err(|e| format!("not a loadable .pt2 package: {e}"))?;
         Ok(Box::new(AotiReplica { loader, device: self.device, specs: self.specs.clone() }))
     }
 
@@ -594,6 +639,14 @@ mod tests {
         assert!(v.contains(&"avx512_vnni") && v.contains(&"avx512f") && v.contains(&"movbe"));
         assert!(required_cpu_flags(&meta("NEON", None)).unwrap_err().contains("NEON"));
         assert!(required_cpu_flags(&meta("", Some("znver9"))).unwrap_err().contains("znver9"));
+    }
+
+    #[test]
+    fn a_loader_error_names_its_unpack_directory() {
+        let m = "Error in dlopen: /tmp/Lv0pI5/model/data/aotinductor/model/c6f.wrapper.so: undefined symbol: x";
+        assert_eq!(named_unpack_dir(m), Some(PathBuf::from("/tmp/Lv0pI5")));
+        assert_eq!(named_unpack_dir("no directory here"), None);
+        assert_eq!(named_unpack_dir("see /tmp/ab"), None);
     }
 
     #[test]
