@@ -287,3 +287,18 @@ async fn decoding_is_bounded_by_the_decode_budget() {
     }
     assert_eq!(s.state.decode_budget.in_use_bytes(), 0, "every reservation was given back");
 }
+
+#[tokio::test]
+async fn a_gif_frame_larger_than_its_screen_is_refused_naming_both() {
+    // A 28x28 logical screen holding one frame that declares 65535x65535.
+    let mut gif = b"GIF89a".to_vec();
+    gif.extend_from_slice(&[28, 0, 28, 0, 0x00, 0, 0]);
+    gif.extend_from_slice(&[0x2c, 0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0x80]);
+    gif.extend_from_slice(&[0, 0, 0, 255, 255, 255]);
+    gif.extend_from_slice(&[2, 2, 0x4c, 0x01, 0, 0x3b]);
+    let s = start(&["tiny-classifier"], &[]).await;
+    let r = s.client.post(s.url("/classify")).header("content-type", "image/gif").body(gif).send().await.unwrap();
+    let (st, ty, msg, _) = error_of(r).await;
+    assert_eq!((st, ty.as_str()), (413, "payload_too_large"), "{msg}");
+    assert!(msg.contains("28x28") && msg.contains("frame or chunk"), "{msg}");
+}

@@ -233,13 +233,21 @@ pub fn decode(bytes: &[u8], field: &str, max_pixels: u64) -> Result<DynamicImage
     let mut limits = Limits::default();
     limits.max_image_width = Some(width);
     limits.max_image_height = Some(height);
-    // 16 bytes per pixel covers RGBA32F, the widest decoded layout.
-    limits.max_alloc = Some(max_pixels.saturating_mul(16).max(1 << 20));
+    // 16 bytes per pixel of the size the header declares covers RGBA32F, the widest decoded
+    // layout; a frame or chunk inside the file that claims more is refused, not allocated.
+    let max_alloc = (width as u64 * height as u64).saturating_mul(16).max(4 << 20);
+    limits.max_alloc = Some(max_alloc);
     reader.limits(limits);
     reader.decode().map_err(|e| match e {
-        image::ImageError::Limits(_) => {
-            KindError::TooLarge { field: field.to_string(), width, height, limit: max_pixels }
-        }
+        // The header passed, so what broke the limits is inside the file: a frame (GIF, WebP) or
+        // a chunk declaring more pixels than the image says it has.
+        image::ImageError::Limits(_) => KindError::TooLargeToRead {
+            field: field.to_string(),
+            message: format!(
+                "the header says {width}x{height} pixels, but a frame or chunk inside the file declares a larger \
+                 size: decoding it would take more than the {max_alloc} bytes that size allows"
+            ),
+        },
         other => undecodable(other.to_string()),
     })
 }
