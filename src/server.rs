@@ -267,7 +267,7 @@ pub async fn serve(
         };
         let _ = stream.set_nodelay(true);
         let activity = Arc::new(Activity::default());
-        let io = TokioIo::new(Tracked { inner: stream, activity: activity.clone() });
+        let io = TokioIo::new(Tracked { inner: stream, activity: activity.clone(), replacing: None });
         let svc = {
             let app = app.clone();
             let activity = activity.clone();
@@ -352,10 +352,54 @@ impl Drop for InFlight {
     }
 }
 
-/// A socket that records when it last moved bytes.
+/// A socket that records when it last moved bytes, and gives hyper's own parse-error responses
+/// the JSON error body every other non-2xx response has.
 struct Tracked {
     inner: tokio::net::TcpStream,
     activity: Arc<Activity>,
+    /// A replacement response being written: its bytes, how many are written, and the length of
+    /// the buffer it stands for (reported to hyper once all of it is written).
+    replacing: Option<(Vec<u8>, usize, usize)>,
+}
+
+/// hyper answers a request it cannot parse itself, before any service sees it, with an empty
+/// 400 (malformed request line or headers, conflicting `Content-Length`s) or 431 (more than 100
+/// header fields, or headers beyond its read buffer), always closing the connection. Such a
+/// response written in one piece is recognised here (a handler's 400 always has a JSON body, so
+/// never `content-length: 0`) and replaced with the same status and headers plus a JSON body.
+pub fn parser_error_replacement(buf: &[u8]) -> Option<Vec<u8>> {
+    let (status, ty, message) = if buf.starts_with(b"HTTP/1.1 400 Bad Request\r\n") {
+        (
+            "400 Bad Request",
+            "bad_request",
+            "the request could not be parsed as HTTP/1.1: a malformed request line or header, or conflicting \
+             Content-Length headers",
+        )
+    } else if buf.starts_with(b"HTTP/1.1 431 Request Header Fields Too Large\r\n") {
+        (
+            "431 Request Header Fields Too Large",
+            "bad_request",
+            "the request's headers are too large: at most 100 header fields, and about 400 KB of headers",
+        )
+    } else {
+        return None;
+    };
+    let text = std::str::from_utf8(buf).ok()?;
+    let head = text.strip_suffix("\r\n\r\n")?;
+    let mut lines = head.split("\r\n");
+    lines.next();
+    let headers: Vec<&str> = lines.collect();
+    if !headers.iter().any(|h| h.eq_ignore_ascii_case("content-length: 0")) {
+        return None;
+    }
+    let body = serde_json::json!({"error": {"type": ty, "message": message}}).to_string();
+    let mut out = format!("HTTP/1.1 {status}\r\n");
+    for h in headers.iter().filter(|h| !h.to_ascii_lowercase().starts_with("content-length:")) {
+        out.push_str(h);
+        out.push_str("\r\n");
+    }
+    out.push_str(&format!("content-type: application/json\r\ncontent-length: {}\r\n\r\n{body}", body.len()));
+    Some(out.into_bytes())
 }
 
 impl tokio::io::AsyncRead for Tracked {
@@ -379,6 +423,29 @@ impl tokio::io::AsyncWrite for Tracked {
         cx: &mut std::task::Context<'_>,
         buf: &[u8],
     ) -> std::task::Poll<std::io::Result<usize>> {
+        if self.replacing.is_none() {
+            if let Some(bytes) = parser_error_replacement(buf) {
+                self.replacing = Some((bytes, 0, buf.len()));
+            }
+        }
+        if let Some((bytes, mut done, stands_for)) = self.replacing.take() {
+            while done < bytes.len() {
+                match std::pin::Pin::new(&mut self.inner).poll_write(cx, &bytes[done..]) {
+                    std::task::Poll::Ready(Ok(0)) => return std::task::Poll::Ready(Ok(0)),
+                    std::task::Poll::Ready(Ok(n)) => {
+                        done += n;
+                        self.activity.touch();
+                    }
+                    std::task::Poll::Ready(Err(e)) => return std::task::Poll::Ready(Err(e)),
+                    std::task::Poll::Pending => {
+                        // hyper polls again with the same buffer; carry on from here then.
+                        self.replacing = Some((bytes, done, stands_for));
+                        return std::task::Poll::Pending;
+                    }
+                }
+            }
+            return std::task::Poll::Ready(Ok(stands_for));
+        }
         let r = std::pin::Pin::new(&mut self.inner).poll_write(cx, buf);
         if matches!(r, std::task::Poll::Ready(Ok(n)) if n > 0) {
             self.activity.touch();

@@ -302,3 +302,45 @@ async fn a_gif_frame_larger_than_its_screen_is_refused_naming_both() {
     assert_eq!((st, ty.as_str()), (413, "payload_too_large"), "{msg}");
     assert!(msg.contains("28x28") && msg.contains("frame or chunk"), "{msg}");
 }
+
+#[tokio::test]
+async fn requests_the_http_parser_refuses_get_the_json_error_shape_too() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let s = start(&["tiny-classifier"], &[]).await;
+    let addr = s.base.trim_start_matches("http://").to_string();
+    let raw = |req: Vec<u8>| {
+        let addr = addr.clone();
+        async move {
+            let mut sock = tokio::net::TcpStream::connect(addr).await.unwrap();
+            sock.write_all(&req).await.unwrap();
+            let mut out = Vec::new();
+            tokio::time::timeout(std::time::Duration::from_secs(10), sock.read_to_end(&mut out))
+                .await
+                .unwrap()
+                .unwrap();
+            String::from_utf8(out).unwrap()
+        }
+    };
+    let many: String = (0..150).map(|i| format!("x-h{i}: 1\r\n")).collect();
+    let cases = [
+        (format!("GET /health/live HTTP/1.1\r\nhost: x\r\n{many}\r\n"), "431", "at most 100 header fields"),
+        (
+            "POST /anomaly HTTP/1.1\r\nhost: x\r\ncontent-length: 2\r\ncontent-length: 3\r\n\r\n{}".to_string(),
+            "400",
+            "conflicting Content-Length",
+        ),
+        ("GET /health/live HTTP/1.1\r\nho st: x\r\n\r\n".to_string(), "400", "malformed"),
+    ];
+    for (req, status, part) in cases {
+        let resp = raw(req.into_bytes()).await;
+        let (head, body) = resp.split_once("\r\n\r\n").unwrap();
+        assert!(head.starts_with(&format!("HTTP/1.1 {status} ")), "{head}");
+        assert!(head.contains("content-type: application/json"), "{head}");
+        let v: serde_json::Value = serde_json::from_str(body).unwrap();
+        assert_eq!(v["error"]["type"], "bad_request", "{body}");
+        assert!(v["error"]["message"].as_str().unwrap().contains(part), "{body}");
+        let len: usize = head.lines().find_map(|l| l.strip_prefix("content-length: ")).unwrap().trim().parse().unwrap();
+        assert_eq!(len, body.len(), "the length header matches the body");
+    }
+    assert_eq!(s.get("/health/live").await.status(), 200, "and the server serves on");
+}
