@@ -54,7 +54,7 @@ bench: build
 	.cache/bench-venv/bin/python scripts/bench $(BENCH_ARGS)
 	.cache/bench-venv/bin/python scripts/bench-formats $(if $(findstring --quick,$(BENCH_ARGS)),--quick,)
 
-# TorchScript against .pt2 for every default model with both files (about 3.5 min; BENCHMARKS.md
+# TorchScript against .pt2 for every default model with both files (about 6 min; BENCHMARKS.md
 # "TorchScript against .pt2"): in-process items/s by batch size and served maximum at p99 <= 50 ms.
 bench-formats: build
 	@scripts/bench-setup
