@@ -77,17 +77,20 @@ docker-smoke:
 validate-manifests: setup
 	scripts/validate-manifests
 
-# Long reliability tests (issue 10): overload at ~10x capacity for 60 s per endpoint, a soak of
-# SOAK_MINUTES with a model reload every minute, and the cargo fuzz targets for FUZZ_SECONDS each.
+# Long reliability tests (issues 10 and 23): overload at ~10x capacity for 60 s per endpoint, 100
+# concurrent 4096x4096 PNGs against the decode budget (~1 min), slow/silent/idle/too many
+# connections (~2 min), a soak of SOAK_MINUTES with a model reload every minute, and the cargo fuzz
+# targets for FUZZ_SECONDS each.
 # Every part runs even if an earlier one fails; STRESS.md gets the measured results, and the
 # target fails if any bar did. About 25 minutes with the defaults on a 2-core machine.
 SOAK_MINUTES ?= 10
 FUZZ_SECONDS ?= 120
 stress: build
 	@mkdir -p bench/out
-	rm -f bench/out/overload.json bench/out/soak.json bench/out/soak.md bench/out/fuzz.json bench/out/decode.json
+	rm -f bench/out/overload.json bench/out/soak.json bench/out/soak.md bench/out/fuzz.json bench/out/decode.json bench/out/conn.json
 	-scripts/stress-overload --out bench/out/overload.json
 	-scripts/stress-decode --out bench/out/decode.json
+	-scripts/stress-conn --out bench/out/conn.json
 	-scripts/stress-soak $(SOAK_MINUTES) --out bench/out/soak.json --md bench/out/soak.md
 	-scripts/fuzz $(FUZZ_SECONDS)
 	scripts/stress-report bench/out STRESS.md

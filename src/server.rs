@@ -282,7 +282,7 @@ pub async fn serve(
             })
         };
         let conn = graceful.watch(builder.serve_connection_with_upgrades(io, svc).into_owned());
-        let idle = limits.idle_timeout;
+        let (idle, first_bytes) = (limits.idle_timeout, limits.header_read_timeout);
         tokio::spawn(async move {
             let mut conn = std::pin::pin!(conn);
             tokio::select! {
@@ -290,6 +290,9 @@ pub async fn serve(
                 _ = activity.idle_for(idle) => {
                     // Silent with nothing in flight: close it (a graceful close on HTTP/2).
                     tracing::debug!("closing an idle connection");
+                }
+                _ = activity.silent_for(first_bytes) => {
+                    tracing::debug!("closing a connection that sent nothing within the header-read timeout");
                 }
             }
             drop(permit);
@@ -314,6 +317,8 @@ pub async fn serve(
 #[derive(Default)]
 struct Activity {
     last_ms: std::sync::atomic::AtomicU64,
+    /// Whether the client has sent any byte yet.
+    spoke: std::sync::atomic::AtomicBool,
     in_flight: std::sync::atomic::AtomicUsize,
     epoch: std::sync::OnceLock<std::time::Instant>,
 }
@@ -328,6 +333,15 @@ impl Activity {
     fn begin(self: &Arc<Self>) -> InFlight {
         self.in_flight.fetch_add(1, Ordering::SeqCst);
         InFlight(self.clone())
+    }
+    /// Resolves when the client has sent nothing at all within `limit` of the accept. hyper's
+    /// header-read timer starts with the first byte of a request, so without this a connection
+    /// that never speaks would hold its slot until the idle timeout.
+    async fn silent_for(&self, limit: Duration) {
+        tokio::time::sleep(limit).await;
+        if self.spoke.load(Ordering::SeqCst) {
+            std::future::pending::<()>().await;
+        }
     }
     /// Resolves once the connection has had nothing in flight and no traffic for `idle`.
     async fn idle_for(&self, idle: Duration) {
@@ -412,6 +426,7 @@ impl tokio::io::AsyncRead for Tracked {
         let r = std::pin::Pin::new(&mut self.inner).poll_read(cx, buf);
         if buf.filled().len() > before {
             self.activity.touch();
+            self.activity.spoke.store(true, Ordering::SeqCst);
         }
         r
     }
