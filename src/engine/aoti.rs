@@ -382,9 +382,7 @@ impl Aoti {
         let bytes = std::fs::read(path).map_err(|e| format!("cannot read model.pt2: {}", e.kind()))?;
         let members = zip_members(&bytes).map_err(|e| format!("not a loadable .pt2 package: {e}"))?;
         let model = prep.method.clone().unwrap_or_else(|| "model".to_string());
-        let wrapper = members
-            .iter()
-            .find(|m| m.name.ends_with(".wrapper.cpp") && m.name.split('/').rev().nth(1) == Some(model.as_str()));
+        let wrapper = model_member(&members, &model, ".wrapper.cpp");
         let models: Vec<&str> = {
             let mut m: Vec<&str> = members
                 .iter()
@@ -464,22 +462,16 @@ impl Aoti {
         if prep.setup_method.is_some() {
             tracing::info!(package = %path.display(), "setup_method is a TorchScript method; not called on a .pt2 package");
         }
-        let library = members
-            .iter()
-            .find(|m| m.name.ends_with(".wrapper.so") && m.name.split('/').rev().nth(1) == Some(model.as_str()))
+        let library = model_member(&members, &model, ".wrapper.so")
             .map(|m| (m.name.rsplit('/').next().unwrap_or_default().to_string(), bytes[m.data.clone()].to_vec()));
         Ok(Aoti { copy, model, device, batch, specs: std::sync::Arc::new(specs), library, summary })
     }
+}
 
-    /// The batch sizes the package accepts.
-    pub fn batch_range(&self) -> BatchRange {
-        self.batch
-    }
-
-    /// Device and instruction set the package was compiled for.
-    pub fn summary(&self) -> &str {
-        &self.summary
-    }
+/// The member of `model`'s directory in the package (`<archive>/data/aotinductor/<model>/`) whose
+/// name ends with `suffix`.
+fn model_member<'a>(members: &'a [ZipMember], model: &str, suffix: &str) -> Option<&'a ZipMember> {
+    members.iter().find(|m| m.name.ends_with(suffix) && m.name.split('/').rev().nth(1) == Some(model))
 }
 
 /// The kind's items against what the wrapper was generated for: count, rank, dtypes and every
