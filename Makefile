@@ -5,7 +5,7 @@ export PATH := $(CURDIR)/.venv/bin:$(PATH)
 CARGO ?= cargo
 ADDR ?= 127.0.0.1:8080
 
-.PHONY: setup build run test fresh-check openapi models fixtures bench bench-formats bench-threads stress docker-smoke lint
+.PHONY: setup build run test fresh-check openapi models fixtures bench bench-formats bench-protocols bench-threads stress docker-smoke lint
 
 setup:
 	@scripts/setup
@@ -53,6 +53,12 @@ bench: build
 	@scripts/bench-setup
 	.cache/bench-venv/bin/python scripts/bench $(BENCH_ARGS)
 	.cache/bench-venv/bin/python scripts/bench-formats $(if $(findstring --quick,$(BENCH_ARGS)),--quick,)
+	scripts/bench-protocols
+
+# The Open Inference Protocol's wire formats, REST JSON, REST binary and gRPC, on every default
+# model in one run (about 8 min; BENCHMARKS.md "REST JSON, REST binary and gRPC").
+bench-protocols: build
+	scripts/bench-protocols $(PROTOCOLS_ARGS)
 
 # TorchScript against .pt2 for every default model with both files (about 6 min; BENCHMARKS.md
 # "TorchScript against .pt2"): in-process items/s by batch size and served maximum at p99 <= 50 ms.

@@ -7,9 +7,11 @@
 //! `LD_LIBRARY_PATH`.
 //!
 //! It also compiles `src/engine/aoti_shim.cpp`, the C interface of the AOTInductor (`.pt2`)
-//! engine, against the headers of the same libtorch, with torch-sys's language standard and ABI.
+//! engine, against the headers of the same libtorch, with torch-sys's language standard and ABI,
+//! and generates the gRPC service from `proto/inference.proto`.
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
+    compile_grpc();
     println!("cargo:rerun-if-changed=src/engine/aoti_shim.cpp");
     println!("cargo:rerun-if-env-changed=LIBTORCH_CXX11_ABI");
     // DLSERVE_NO_CUDA=1 builds a CPU-only binary that does not need libtorch_cuda at run time
@@ -53,4 +55,22 @@ fn compile_aoti_shim(lib: &std::path::Path) {
         .flag("-DGLOG_USE_GLOG_EXPORT")
         .warnings(false)
         .compile("dlserve_aoti");
+}
+
+/// Generates the Open Inference Protocol's gRPC messages and server trait, and writes the encoded
+/// descriptor set that server reflection serves. protox parses the file, so no protoc is needed.
+fn compile_grpc() {
+    use prost::Message;
+    println!("cargo:rerun-if-changed=proto/inference.proto");
+    let fds = protox::compile(["inference.proto"], ["proto"]).expect("proto/inference.proto compiles");
+    let out = std::path::PathBuf::from(std::env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
+    std::fs::write(out.join("inference_descriptor.bin"), fds.encode_to_vec()).expect("write the descriptor set");
+    tonic_prost_build::configure()
+        // The client is for the tests (tests/grpc.rs), which bring tonic's transport.
+        .build_client(true)
+        .build_transport(false)
+        // Raw tensor contents become `bytes::Bytes`, sliced from the request without a copy.
+        .bytes(".")
+        .compile_fds(fds)
+        .expect("generate the gRPC service");
 }

@@ -7,7 +7,7 @@ use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVe
 #[derive(Clone)]
 pub struct Metrics {
     registry: Registry,
-    /// HTTP requests by route, model and outcome.
+    /// Inference requests by protocol, route or RPC, model and outcome.
     pub requests: IntCounterVec,
     /// Seconds an item waited in the queue before its batch started.
     pub queue_wait: HistogramVec,
@@ -39,8 +39,11 @@ impl Metrics {
         let registry = Registry::new();
         let mv = &["model", "version"];
         let requests = IntCounterVec::new(
-            Opts::new("dlserve_requests_total", "HTTP inference requests by endpoint, model and outcome"),
-            &["endpoint", "model", "outcome"],
+            Opts::new(
+                "dlserve_requests_total",
+                "Inference requests by protocol (http, grpc), endpoint (route or RPC), model and outcome",
+            ),
+            &["protocol", "endpoint", "model", "outcome"],
         )
         .unwrap();
         let queue_wait = HistogramVec::new(

@@ -236,6 +236,7 @@ pub async fn serve(
 ) -> std::io::Result<bool> {
     use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
     let app = app(state.clone());
+    let grpc = api::grpc::routes(&state);
     let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections.max(1)));
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
@@ -269,13 +270,19 @@ pub async fn serve(
         let activity = Arc::new(Activity::default());
         let io = TokioIo::new(Tracked { inner: stream, activity: activity.clone(), replacing: None });
         let svc = {
-            let app = app.clone();
+            let (app, grpc) = (app.clone(), grpc.clone());
             let activity = activity.clone();
+            // One port for both protocols: gRPC (HTTP/2, `application/grpc`) goes to tonic, the
+            // rest to the axum app.
             hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                let call = tower::ServiceExt::oneshot(app.clone(), req.map(axum::body::Body::new));
                 let guard = activity.begin();
+                let (app, grpc) = (app.clone(), grpc.clone());
                 async move {
-                    let res = call.await;
+                    let res = if api::grpc::is_grpc(&req) {
+                        tower::ServiceExt::oneshot(grpc, req).await.map(|r| r.map(axum::body::Body::new))
+                    } else {
+                        tower::ServiceExt::oneshot(app, req.map(axum::body::Body::new)).await
+                    };
                     drop(guard);
                     res
                 }

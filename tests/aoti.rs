@@ -169,14 +169,19 @@ async fn bad_packages_are_refused_with_a_reason_and_the_others_serve() {
     patch_metadata(&pkg("for-cuda"), |m| {
         m.insert("AOTI_DEVICE_KEY".into(), json!("cuda"));
     });
-    // An instruction set this host lacks (AMX or AVX512-FP16 on most machines).
+    // An instruction set this host lacks (AMX or AVX512-FP16 on most machines). A host that has
+    // them all (Sapphire Rapids has AMX and AVX512-FP16) gets an ISA name the server cannot
+    // check, which must be refused too.
     let flags = host_flags();
     let lacking = [("AMX_TILE", "amx_tile"), ("AVX512_FP16", "avx512_fp16"), ("AMX_INT8", "amx_int8")]
         .into_iter()
-        .find(|(_, f)| !flags.split_whitespace().any(|h| h == *f))
-        .expect("a CPU feature this host lacks");
+        .find(|(_, f)| !flags.split_whitespace().any(|h| h == *f));
+    let (isa, isa_reason) = match lacking {
+        Some((isa, flag)) => (isa, vec!["instructions this host lacks", flag]),
+        None => ("SVE256", vec!["AOTI_CPU_ISA names \"SVE256\", which this server cannot check"]),
+    };
     patch_metadata(&pkg("isa"), |m| {
-        m.insert("AOTI_CPU_ISA".into(), json!(lacking.0));
+        m.insert("AOTI_CPU_ISA".into(), json!(isa));
     });
     // A package from another torch release: its library needs a symbol this libtorch lacks.
     {
@@ -211,7 +216,7 @@ async fn bad_packages_are_refused_with_a_reason_and_the_others_serve() {
         ("corrupt", vec!["corrupt/1/model.pt2", "not a loadable .pt2 package", "not a ZIP archive"]),
         ("truncated", vec!["truncated/1/model.pt2", "truncated"]),
         ("for-cuda", vec!["compiled for cuda", "device is cpu"]),
-        ("isa", vec!["instructions this host lacks", lacking.1]),
+        ("isa", isa_reason),
         ("torch-version", vec!["not a loadable .pt2 package", "undefined symbol: aoti_torch_get_dtypX"]),
         ("contract", vec!["contract check", "model.pt2"]),
         ("batch-range", vec!["max_batch_size is 32", "at most 16"]),

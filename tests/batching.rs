@@ -74,7 +74,11 @@ async fn a_full_queue_is_refused_at_once_with_retry_after() {
     let r = s.post_raw_json("/anomaly", "{\"rows\": [[0, 0], [0,").await;
     assert_eq!(r.status(), 400);
     assert!(
-        s.metric("dlserve_requests_total{endpoint=\"/anomaly\",model=\"faulty\",outcome=\"rejected\"}").await >= 1.0
+        s.metric(
+            "dlserve_requests_total{endpoint=\"/anomaly\",model=\"faulty\",outcome=\"rejected\",protocol=\"http\"}"
+        )
+        .await
+            >= 1.0
     );
 }
 
@@ -186,7 +190,7 @@ async fn a_result_finished_after_the_deadline_is_a_504_not_a_late_200() {
             .send()
     };
     assert_eq!(send(0).await.unwrap().status(), 200);
-    let late = r#"dlserve_requests_total{endpoint="/anomaly",model="tiny-anomaly",outcome="deadline_exceeded"}"#;
+    let late = r#"dlserve_requests_total{endpoint="/anomaly",model="tiny-anomaly",outcome="deadline_exceeded",protocol="http"}"#;
     let before = s.metric(late).await;
     let t = std::time::Instant::now();
     let r = send(400).await.unwrap();

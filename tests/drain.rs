@@ -87,6 +87,43 @@ async fn sigterm_drains_in_flight_requests_then_exits_zero() {
     assert!(client.get(format!("{base}/health/live")).send().await.is_err(), "nothing listens after exit");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_in_flight_grpc_calls_too() {
+    use dlserve::api::grpc::pb;
+    let tmp = tempfile::tempdir().unwrap();
+    common::copy_dir(&common::fixtures().join("faulty"), &tmp.path().join("faulty"));
+    let port = free_port();
+    let mut child = spawn(tmp.path(), port, &["--drain-timeout-secs", "20"]);
+    let base = format!("http://127.0.0.1:{port}");
+    wait_ready(&reqwest::Client::new(), &base).await;
+    let ch = tonic::transport::Channel::from_shared(base.clone()).unwrap().connect().await.unwrap();
+    let c = pb::grpc_inference_service_client::GrpcInferenceServiceClient::new(ch);
+    // Two slow calls (~0.3 s of compute each) on one HTTP/2 connection, accepted before the signal.
+    let mut inflight = Vec::new();
+    for _ in 0..2 {
+        let mut c = c.clone();
+        let req = pb::ModelInferRequest {
+            model_name: "faulty".into(),
+            inputs: vec![pb::model_infer_request::InferInputTensor {
+                name: "features".into(),
+                datatype: "FP32".into(),
+                shape: vec![1, 2],
+                ..Default::default()
+            }],
+            raw_input_contents: vec![[99.0f32, 300.0].iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>().into()],
+            ..Default::default()
+        };
+        inflight.push(tokio::spawn(async move { c.model_infer(req).await.map(|r| r.into_inner().outputs.len()) }));
+    }
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    for h in inflight {
+        assert_eq!(h.await.unwrap().expect("an accepted gRPC call completes during the drain"), 1);
+    }
+    let status = tokio::task::spawn_blocking(move || child.wait()).await.unwrap().unwrap();
+    assert!(status.success(), "exit status {status:?}");
+}
+
 #[test]
 fn explicit_cuda_without_a_gpu_is_a_startup_error_naming_the_cause() {
     if tch::Cuda::is_available() {

@@ -89,7 +89,7 @@ async fn metrics_are_prometheus_text_with_model_labels() {
     assert!(r.headers()["content-type"].to_str().unwrap().starts_with("text/plain"));
     let text = r.text().await.unwrap();
     for series in [
-        "dlserve_requests_total{endpoint=\"/anomaly\",model=\"tiny-anomaly\",outcome=\"ok\"} 1",
+        "dlserve_requests_total{endpoint=\"/anomaly\",model=\"tiny-anomaly\",outcome=\"ok\",protocol=\"http\"} 1",
         "dlserve_batch_size_bucket{model=\"tiny-anomaly\",version=\"1\"",
         "dlserve_queue_wait_seconds_bucket{model=\"tiny-anomaly\",version=\"1\"",
         "dlserve_compute_seconds_bucket{model=\"tiny-anomaly\",version=\"1\"",

@@ -174,23 +174,25 @@ async fn v2_shares_the_queue_and_metrics_with_the_domain_endpoints() {
     );
     assert_eq!(s.metric("dlserve_items_total{fate=\"computed\",model=\"tiny-anomaly\",version=\"1\"}").await, 10.0);
     assert_eq!(
-        s.metric("dlserve_requests_total{endpoint=\"/v2/models/{model}/infer\",model=\"tiny-anomaly\",outcome=\"ok\"}")
+        s.metric("dlserve_requests_total{endpoint=\"/v2/models/{model}/infer\",model=\"tiny-anomaly\",outcome=\"ok\",protocol=\"http\"}")
             .await,
         1.0
     );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn repository_extension_is_behind_the_admin_token() {
+async fn the_repository_index_is_open_and_load_unload_need_the_admin_token() {
     let s = start(&["tiny-anomaly", "tiny-classifier"], &["--admin-token", TOKEN]).await;
-    let (st, _) = v2_error(s.client.post(s.url("/v2/repository/index")).send().await.unwrap()).await;
-    assert_eq!(st, 401);
-    let (st, _) =
-        v2_error(s.client.post(s.url("/v2/repository/index")).bearer_auth("nope").send().await.unwrap()).await;
-    assert_eq!(st, 403);
+    // The index only reads: no token needed, as for GET /models (and as in Triton).
     let idx: serde_json::Value =
-        s.client.post(s.url("/v2/repository/index")).bearer_auth(TOKEN).send().await.unwrap().json().await.unwrap();
+        s.client.post(s.url("/v2/repository/index")).send().await.unwrap().json().await.unwrap();
     assert_eq!(idx.as_array().unwrap().len(), 2);
+    let r = s.client.post(s.url("/v2/repository/models/tiny-anomaly/unload")).send().await.unwrap();
+    let (st, _) = v2_error(r).await;
+    assert_eq!(st, 401);
+    let r = s.client.post(s.url("/v2/repository/models/tiny-anomaly/unload")).bearer_auth("nope").send().await.unwrap();
+    let (st, _) = v2_error(r).await;
+    assert_eq!(st, 403);
     assert_eq!(idx[0]["state"], "READY");
     let r = s.client.post(s.url("/v2/repository/models/tiny-anomaly/unload")).bearer_auth(TOKEN).send().await.unwrap();
     assert_eq!(r.status(), 200);

@@ -79,6 +79,29 @@ impl ErrorType {
         }
     }
 
+    /// The single error-to-gRPC-code table, the twin of [`ErrorType::status`].
+    pub fn grpc_code(self) -> tonic::Code {
+        use tonic::Code;
+        match self {
+            ErrorType::BadRequest
+            | ErrorType::InvalidInput
+            | ErrorType::UndecodableImage
+            | ErrorType::WrongKind
+            | ErrorType::ModelRequired
+            | ErrorType::PayloadTooLarge
+            | ErrorType::UnsupportedMediaType => Code::InvalidArgument,
+            ErrorType::NotFound => Code::NotFound,
+            ErrorType::MethodNotAllowed => Code::Unimplemented,
+            ErrorType::Unauthorized => Code::Unauthenticated,
+            ErrorType::Forbidden => Code::PermissionDenied,
+            ErrorType::Overloaded => Code::ResourceExhausted,
+            ErrorType::LoadFailed => Code::FailedPrecondition,
+            ErrorType::ModelNotReady | ErrorType::ShuttingDown => Code::Unavailable,
+            ErrorType::DeadlineExceeded => Code::DeadlineExceeded,
+            ErrorType::InferenceFailed | ErrorType::Internal => Code::Internal,
+        }
+    }
+
     /// The category a bare status stands for, for responses made outside the handlers.
     pub fn from_status(s: StatusCode) -> ErrorType {
         match s.as_u16() {
@@ -181,6 +204,18 @@ impl ApiError {
         }
         self.message.clone()
     }
+    /// The gRPC status: the code from [`ErrorType::grpc_code`], the message REST sends (for
+    /// `INTERNAL` the generic one, the detail logged), and `retry-after` as metadata.
+    pub fn into_grpc_status(self) -> tonic::Status {
+        let code = self.ty.grpc_code();
+        let message = self.client_message();
+        let mut status = tonic::Status::new(code, message);
+        if let Some(s) = self.retry_after {
+            status.metadata_mut().insert("retry-after", s.into());
+        }
+        status
+    }
+
     /// Renders in the Open Inference Protocol's shape, `{"error": "..."}`.
     pub fn into_v2_response(self) -> Response {
         let status = self.status();

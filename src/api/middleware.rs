@@ -143,7 +143,7 @@ pub async fn record(State(app): State<AppState>, format: ErrorFormat, req: Reque
             400..=499 => "client_error",
             _ => "error",
         };
-        app.metrics.requests.with_label_values(&[&route, &model, outcome]).inc();
+        app.metrics.requests.with_label_values(&["http", &route, &model, outcome]).inc();
     }
     res
 }

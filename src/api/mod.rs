@@ -11,11 +11,13 @@ pub mod embed;
 pub mod error;
 pub mod forecast;
 pub mod generate;
+pub mod grpc;
 pub mod health;
 pub mod images;
 pub mod middleware;
 pub mod models;
 pub mod pipeline;
+pub mod triton;
 pub mod v2;
 
 use crate::batching::{Deadline, Timing};

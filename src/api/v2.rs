@@ -33,6 +33,13 @@ impl<E: Into<ApiError>> From<E> for V2Error {
     }
 }
 
+impl V2Error {
+    /// The error inside, for another protocol to render (gRPC).
+    pub fn into_inner(self) -> ApiError {
+        self.0
+    }
+}
+
 impl IntoResponse for V2Error {
     fn into_response(self) -> Response {
         self.0.into_v2_response()
@@ -171,19 +178,23 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(model_version_ready))
         .routes(routes!(infer))
         .routes(routes!(infer_version))
+        .routes(routes!(model_config))
+        .routes(routes!(model_version_config))
+        .routes(routes!(all_stats))
+        .routes(routes!(model_stats))
+        .routes(routes!(model_version_stats))
         .routes(routes!(repository_index))
         .routes(routes!(repository_load))
         .routes(routes!(repository_unload))
 }
 
+/// The protocol extensions dlserve serves, as `/v2` and gRPC's `ServerMetadata` list them.
+pub const EXTENSIONS: &[&str] = &["binary_tensor_data", "model_repository", "model_configuration", "statistics"];
+
 /// Server metadata with the supported extensions.
 #[utoipa::path(get, path = "/v2", tag = "v2", responses((status = 200, body = ServerMetadata)))]
 pub async fn server_metadata() -> Json<ServerMetadata> {
-    Json(ServerMetadata {
-        name: "dlserve",
-        version: env!("CARGO_PKG_VERSION"),
-        extensions: vec!["binary_tensor_data", "model_repository"],
-    })
+    Json(ServerMetadata { name: "dlserve", version: env!("CARGO_PKG_VERSION"), extensions: EXTENSIONS.to_vec() })
 }
 
 /// Server liveness: 200 while the process is up.
@@ -203,17 +214,17 @@ pub async fn server_ready(State(app): State<AppState>) -> Result<StatusCode, V2E
     Ok(StatusCode::OK)
 }
 
-fn parse_version(v: &str) -> Result<u64, V2Error> {
+pub(crate) fn parse_version(v: &str) -> Result<u64, V2Error> {
     v.parse().map_err(|_| bad(format!("version '{v}' is not a non-negative integer")))
 }
 
-fn metadata(app: &AppState, name: &str, version: Option<u64>) -> Result<ModelMetadata, V2Error> {
+pub(crate) fn metadata(app: &AppState, name: &str, version: Option<u64>) -> Result<ModelMetadata, V2Error> {
     let v = app.registry.resolve(name, version)?;
     let info = app.registry.info(name)?;
     Ok(ModelMetadata {
         name: name.to_string(),
         versions: info.versions.iter().map(|v| v.version.to_string()).collect(),
-        platform: if v.engine == "aoti" { "pytorch_aoti" } else { "pytorch_torchscript" },
+        platform: super::triton::platform(&v),
         inputs: v.config.kind.inputs(),
         outputs: v.config.kind.outputs(&v.labels),
     })
@@ -237,7 +248,7 @@ pub async fn model_version_metadata(
     Ok(Json(metadata(&app, &model, Some(parse_version(&version)?))?))
 }
 
-fn ready_status(app: &AppState, model: &str, version: Option<u64>) -> Result<StatusCode, V2Error> {
+pub(crate) fn ready_status(app: &AppState, model: &str, version: Option<u64>) -> Result<StatusCode, V2Error> {
     let v = app.registry.resolve(model, version)?;
     if v.batcher.live_workers() == 0 {
         return Err(bad(format!("model '{model}' version {} has no live worker", v.version)));
@@ -305,10 +316,14 @@ fn elem_size(datatype: &str) -> Option<usize> {
     })
 }
 
-/// Raw values of one input, before conversion to the model's element type.
-enum Raw {
+/// Values of one input, typed but not yet converted to the model's element type.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Raw {
+    /// FP32 and FP64 values.
     Float(Vec<f64>),
+    /// Integer values of any width, already checked against the datatype's range.
     Int(Vec<i64>),
+    /// BOOL values.
     Bool(Vec<bool>),
 }
 
@@ -322,6 +337,17 @@ fn decode_binary(bytes: &[u8], datatype: &str) -> Raw {
         "INT8" => Raw::Int(bytes.iter().map(|b| *b as i8 as i64).collect()),
         "UINT8" => Raw::Int(bytes.iter().map(|b| *b as i64).collect()),
         _ => Raw::Bool(bytes.iter().map(|b| *b != 0).collect()),
+    }
+}
+
+/// The range of an integer datatype.
+pub fn int_range(datatype: &str) -> (i64, i64) {
+    match datatype {
+        "UINT8" => (0, 255),
+        "INT8" => (-128, 127),
+        "INT16" => (i16::MIN as i64, i16::MAX as i64),
+        "INT32" => (i32::MIN as i64, i32::MAX as i64),
+        _ => (i64::MIN, i64::MAX),
     }
 }
 
@@ -343,13 +369,7 @@ fn decode_json(v: &serde_json::Value, datatype: &str, name: &str) -> Result<Raw,
             leaves.iter().enumerate().map(|(i, x)| x.as_bool().ok_or_else(|| wrong(i))).collect::<Result<_, _>>()?,
         ),
         _ => {
-            let (lo, hi) = match datatype {
-                "UINT8" => (0, 255),
-                "INT8" => (-128, 127),
-                "INT16" => (i16::MIN as i64, i16::MAX as i64),
-                "INT32" => (i32::MIN as i64, i32::MAX as i64),
-                _ => (i64::MIN, i64::MAX),
-            };
+            let (lo, hi) = int_range(datatype);
             Raw::Int(
                 leaves
                     .iter()
@@ -402,7 +422,8 @@ async fn run_infer(
     let (json_part, binary) = split_body(&headers, body)?;
     let req: InferRequest = super::error::parse_json(&json_part).map_err(V2Error)?;
     let specs = v.config.kind.inputs();
-    let columns = decode_inputs(&req, binary, &specs, v.config.kind.as_ref(), app.limits.max_items, &model)?;
+    let columns =
+        decode_inputs(rest_inputs(&req, binary)?, &specs, v.config.kind.as_ref(), app.limits.max_items, &model)?;
     let out_specs = v.config.kind.outputs(&v.labels);
     let wanted = select_outputs(&req, &out_specs, &model)?;
     let items = columns_to_items(&columns);
@@ -448,39 +469,105 @@ pub struct Columns {
     pub columns: Vec<(Vec<i64>, TensorData)>,
 }
 
-/// Matches the request's inputs to the model's (by name or `input__N`), decodes each from JSON
-/// `data` or from its `binary_data_size` bytes of `binary` (in input order), converts it exactly
-/// to the model's element type, and checks shapes, the batch limit and the kind's value rules.
+/// Where the values of one input come from.
+#[derive(Debug, Clone)]
+pub enum InputData<'a> {
+    /// JSON `data`, flat or nested.
+    Json(&'a serde_json::Value),
+    /// Little-endian, row-major bytes, and the field that gave them (for messages): the binary
+    /// extension's `parameters.binary_data_size`, or gRPC's `raw_input_contents`.
+    Bytes(bytes::Bytes, &'static str),
+    /// Values already typed: gRPC's `contents`.
+    Values(Raw),
+}
+
+/// One input of an infer request, as REST or gRPC carries it.
+#[derive(Debug, Clone)]
+pub struct InputView<'a> {
+    /// Input name (or `input__N`).
+    pub name: &'a str,
+    /// Shape, batch dimension first.
+    pub shape: &'a [i64],
+    /// The protocol's datatype name.
+    pub datatype: &'a str,
+    /// The values.
+    pub data: InputData<'a>,
+}
+
+/// The inputs of a REST request: JSON `data`, or `binary_data_size` bytes of `binary` taken in
+/// input order. Bytes left over after the last input are an error.
+pub fn rest_inputs(req: &InferRequest, mut binary: bytes::Bytes) -> Result<Vec<InputView<'_>>, V2Error> {
+    let mut views = Vec::with_capacity(req.inputs.len());
+    for input in &req.inputs {
+        let binary_size = match input.parameters.as_ref().and_then(|p| p.get("binary_data_size")) {
+            None => None,
+            Some(v) => Some(v.as_u64().ok_or_else(|| {
+                bad(format!("input '{}': parameters.binary_data_size must be a non-negative integer", input.name))
+            })?),
+        };
+        let data = match (binary_size, &input.data) {
+            (Some(n), None) => {
+                let n = usize::try_from(n).unwrap_or(usize::MAX);
+                if n > binary.len() {
+                    return Err(bad(format!(
+                        "input '{}': binary_data_size {n} exceeds the {} binary bytes left",
+                        input.name,
+                        binary.len()
+                    )));
+                }
+                InputData::Bytes(binary.split_to(n), "parameters.binary_data_size")
+            }
+            (None, Some(d)) => InputData::Json(d),
+            (Some(_), Some(_)) => {
+                return Err(bad(format!(
+                    "input '{}': give either data or parameters.binary_data_size, not both",
+                    input.name
+                )))
+            }
+            (None, None) => {
+                return Err(bad(format!("input '{}': give either data or parameters.binary_data_size", input.name)))
+            }
+        };
+        views.push(InputView { name: &input.name, shape: &input.shape, datatype: &input.datatype, data });
+    }
+    if !binary.is_empty() {
+        return Err(bad(format!("{} bytes of binary tensor data follow the last input that takes any", binary.len())));
+    }
+    Ok(views)
+}
+
+/// Matches a request's inputs to the model's (by name or `input__N`), decodes each, converts it
+/// exactly to the model's element type, and checks shapes, the batch limit and the kind's value
+/// rules. Either protocol's request comes here as [`InputView`]s.
 pub fn decode_inputs(
-    req: &InferRequest,
-    mut binary: bytes::Bytes,
+    inputs: Vec<InputView<'_>>,
     specs: &[TensorSpec],
     kind: &dyn ServedKind,
     max_items: usize,
     model: &str,
 ) -> Result<Columns, V2Error> {
     let names = || specs.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(", ");
-    if req.inputs.len() != specs.len() {
+    if inputs.len() != specs.len() {
         return Err(bad(format!(
             "model '{model}' takes {} input(s) ({}); the request has {}",
             specs.len(),
             names(),
-            req.inputs.len()
+            inputs.len()
         )));
     }
     let mut columns: Vec<Option<(Vec<i64>, TensorData)>> = vec![None; specs.len()];
     let mut batch: Option<i64> = None;
-    for input in &req.inputs {
+    for input in inputs {
         let idx = specs
             .iter()
             .position(|s| s.name == input.name)
-            .or_else(|| indexed(&input.name, "input__", specs.len()))
+            .or_else(|| indexed(input.name, "input__", specs.len()))
             .ok_or_else(|| bad(format!("unknown input '{}'; model '{model}' takes {}", input.name, names())))?;
         if columns[idx].is_some() {
             return Err(bad(format!("input '{}' is given twice", input.name)));
         }
         let spec = &specs[idx];
-        let size = elem_size(&input.datatype).ok_or_else(|| {
+        let size = elem_size(input.datatype).ok_or_else(|| {
             bad(format!(
                 "input '{}': datatype '{}' is not supported (use FP32, FP64, INT32, INT64, UINT8, INT8, INT16 or BOOL)",
                 input.name, input.datatype
@@ -517,42 +604,25 @@ pub fn decode_inputs(
         let numel = input.shape.iter().try_fold(1usize, |acc, d| acc.checked_mul(*d as usize)).ok_or_else(|| {
             bad(format!("input '{}': shape {:?} holds more elements than can be addressed", input.name, input.shape))
         })?;
-        let binary_size = match input.parameters.as_ref().and_then(|p| p.get("binary_data_size")) {
-            None => None,
-            Some(v) => Some(v.as_u64().ok_or_else(|| {
-                bad(format!("input '{}': parameters.binary_data_size must be a non-negative integer", input.name))
-            })?),
-        };
-        let raw = match (binary_size, &input.data) {
-            (Some(n), None) => {
-                let n = n as usize;
-                if n > binary.len() {
+        let raw = match input.data {
+            InputData::Bytes(bytes, field) => {
+                let want = numel.checked_mul(size);
+                if Some(bytes.len()) != want {
                     return Err(bad(format!(
-                        "input '{}': binary_data_size {n} exceeds the {} binary bytes left",
+                        "input '{}': {field} gives {} bytes; shape {:?} of {} needs {}",
                         input.name,
-                        binary.len()
+                        bytes.len(),
+                        input.shape,
+                        input.datatype,
+                        want.map_or("more than can be addressed".to_string(), |w| w.to_string())
                     )));
                 }
-                if Some(n) != numel.checked_mul(size) {
-                    return Err(bad(format!(
-                        "input '{}': binary_data_size {n} does not match shape {:?} of {}",
-                        input.name, input.shape, input.datatype
-                    )));
-                }
-                decode_binary(&binary.split_to(n), &input.datatype)
+                decode_binary(&bytes, input.datatype)
             }
-            (None, Some(d)) => decode_json(d, &input.datatype, &input.name)?,
-            (Some(_), Some(_)) => {
-                return Err(bad(format!(
-                    "input '{}': give either data or parameters.binary_data_size, not both",
-                    input.name
-                )))
-            }
-            (None, None) => {
-                return Err(bad(format!("input '{}': give either data or parameters.binary_data_size", input.name)))
-            }
+            InputData::Json(d) => decode_json(d, input.datatype, input.name)?,
+            InputData::Values(raw) => raw,
         };
-        let data = convert(raw, spec, &input.datatype)?;
+        let data = convert(raw, spec, input.datatype)?;
         if data.len() != numel {
             return Err(bad(format!(
                 "input '{}': {} values do not fill shape {:?}",
@@ -561,12 +631,8 @@ pub fn decode_inputs(
                 input.shape
             )));
         }
-        kind.check_v2_input(idx, &input.shape, &data)
-            .map_err(|m| V2Error(ApiError::new(ErrorType::InvalidInput, m)))?;
+        kind.check_v2_input(idx, input.shape, &data).map_err(|m| V2Error(ApiError::new(ErrorType::InvalidInput, m)))?;
         columns[idx] = Some((input.shape[1..].to_vec(), data));
-    }
-    if !binary.is_empty() {
-        return Err(bad(format!("{} bytes of binary tensor data follow the last input that takes any", binary.len())));
     }
     Ok(Columns { batch: batch.unwrap_or(0) as usize, columns: columns.into_iter().flatten().collect() })
 }
@@ -591,6 +657,18 @@ pub fn columns_to_items(c: &Columns) -> Vec<Vec<ItemTensor>> {
         .collect()
 }
 
+/// The index of the model output a request names (by name or `output__N`).
+pub fn output_index(name: &str, out_specs: &[TensorSpec], model: &str) -> Result<usize, V2Error> {
+    out_specs.iter().position(|s| s.name == name).or_else(|| indexed(name, "output__", out_specs.len())).ok_or_else(
+        || {
+            bad(format!(
+                "unknown output '{name}'; model '{model}' returns {}",
+                out_specs.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(", ")
+            ))
+        },
+    )
+}
+
 /// The outputs to return, by index into the model's outputs, and whether each goes in binary
 /// (its own `binary_data`, else the request's `binary_data_output`). All outputs when none is named.
 pub fn select_outputs(
@@ -603,17 +681,7 @@ pub fn select_outputs(
     let Some(list) = &req.outputs else { return Ok((0..out_specs.len()).map(|i| (i, all_binary)).collect()) };
     list.iter()
         .map(|o| {
-            let i = out_specs
-                .iter()
-                .position(|s| s.name == o.name)
-                .or_else(|| indexed(&o.name, "output__", out_specs.len()))
-                .ok_or_else(|| {
-                    bad(format!(
-                        "unknown output '{}'; model '{model}' returns {}",
-                        o.name,
-                        out_specs.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(", ")
-                    ))
-                })?;
+            let i = output_index(&o.name, out_specs, model)?;
             let binary = o
                 .parameters
                 .as_ref()
@@ -623,6 +691,15 @@ pub fn select_outputs(
             Ok((i, binary))
         })
         .collect()
+}
+
+/// Output `i` of every item, stacked: the shape (batch first) and the row-major values.
+pub fn gather_output(outs: &[crate::batching::ItemOutput], i: usize, batch: usize) -> (Vec<i64>, Vec<f32>) {
+    let item_shape = outs.first().and_then(|o| o.outputs.get(i)).map(|t| t.shape.clone()).unwrap_or_default();
+    let mut shape = vec![batch as i64];
+    shape.extend(item_shape);
+    let data = outs.iter().flat_map(|o| o.outputs[i].data.iter().copied()).collect();
+    (shape, data)
 }
 
 /// The response body: the JSON part (with `resp`'s outputs filled in) and the binary part (the
@@ -636,10 +713,7 @@ pub fn encode_response(
 ) -> Result<(Vec<u8>, Vec<u8>), String> {
     let mut binary_out: Vec<u8> = Vec::new();
     for &(i, as_binary) in wanted {
-        let item_shape = outs.first().and_then(|o| o.outputs.get(i)).map(|t| t.shape.clone()).unwrap_or_default();
-        let mut shape = vec![batch as i64];
-        shape.extend(item_shape);
-        let data: Vec<f32> = outs.iter().flat_map(|o| o.outputs[i].data.iter().copied()).collect();
+        let (shape, data) = gather_output(outs, i, batch);
         let name = out_specs[i].name.clone();
         if as_binary {
             let size = data.len() * 4;
@@ -659,13 +733,8 @@ pub fn encode_response(
     Ok((json, binary_out))
 }
 
-/// The repository index: every model with its state.
-#[utoipa::path(post, path = "/v2/repository/index", tag = "v2", security(("admin_token" = [])), responses((status = 200, body = Vec<IndexEntry>), (status = 401, body = Object), (status = 403, body = Object), (status = 404, body = Object)))]
-pub async fn repository_index(
-    State(app): State<AppState>,
-    headers: HeaderMap,
-) -> Result<Json<Vec<IndexEntry>>, V2Error> {
-    super::models::authorize(&app, &headers)?;
+/// Every model in the repository with its state: those the registry knows, then those only on disk.
+pub fn index_entries(app: &AppState) -> Vec<IndexEntry> {
     let on_disk = app.registry.discover();
     let known = app.registry.list();
     let mut entries: Vec<IndexEntry> = known
@@ -687,7 +756,72 @@ pub async fn repository_index(
             entries.push(IndexEntry { name, version: None, state: "UNLOADED", reason: None });
         }
     }
-    Ok(Json(entries))
+    entries
+}
+
+/// The repository index: every model with its state. It only reads, so like `GET /models` it
+/// needs no token (load and unload do).
+#[utoipa::path(post, path = "/v2/repository/index", tag = "v2", responses((status = 200, body = Vec<IndexEntry>)))]
+pub async fn repository_index(State(app): State<AppState>) -> Json<Vec<IndexEntry>> {
+    Json(index_entries(&app))
+}
+
+/// The configuration of the newest version, in Triton's shape (model configuration extension).
+#[utoipa::path(get, path = "/v2/models/{model}/config", tag = "v2", params(("model" = String, Path)), responses((status = 200, body = super::triton::ModelConfigJson), (status = 404, body = Object), (status = 503, body = Object)))]
+pub async fn model_config(
+    State(app): State<AppState>,
+    Path(model): Path<String>,
+) -> Result<Json<super::triton::ModelConfigJson>, V2Error> {
+    let v = app.registry.resolve(&model, None)?;
+    Ok(Json(super::triton::model_config(&v)))
+}
+
+/// The configuration of one version.
+#[utoipa::path(get, path = "/v2/models/{model}/versions/{version}/config", tag = "v2", params(("model" = String, Path), ("version" = String, Path)), responses((status = 200, body = super::triton::ModelConfigJson), (status = 400, body = Object), (status = 404, body = Object), (status = 503, body = Object)))]
+pub async fn model_version_config(
+    State(app): State<AppState>,
+    Path((model, version)): Path<(String, String)>,
+) -> Result<Json<super::triton::ModelConfigJson>, V2Error> {
+    let v = app.registry.resolve(&model, Some(parse_version(&version)?))?;
+    Ok(Json(super::triton::model_config(&v)))
+}
+
+/// The statistics of a model's versions, or of every model's when `model` is `None`.
+pub(crate) fn stats_of(
+    app: &AppState,
+    model: Option<&str>,
+    version: Option<u64>,
+) -> Result<super::triton::StatsResponse, V2Error> {
+    let versions = match (model, version) {
+        (None, _) => app.registry.all_serving(),
+        (Some(m), None) => app.registry.serving_versions(m)?,
+        (Some(m), Some(v)) => vec![app.registry.resolve(m, Some(v))?],
+    };
+    Ok(super::triton::StatsResponse { model_stats: versions.iter().map(|v| super::triton::model_stats(v)).collect() })
+}
+
+/// Inference statistics of every serving version of every model (statistics extension).
+#[utoipa::path(get, path = "/v2/models/stats", tag = "v2", responses((status = 200, body = super::triton::StatsResponse)))]
+pub async fn all_stats(State(app): State<AppState>) -> Result<Json<super::triton::StatsResponse>, V2Error> {
+    Ok(Json(stats_of(&app, None, None)?))
+}
+
+/// Inference statistics of every serving version of a model: counts and total nanoseconds since load.
+#[utoipa::path(get, path = "/v2/models/{model}/stats", tag = "v2", params(("model" = String, Path)), responses((status = 200, body = super::triton::StatsResponse), (status = 404, body = Object)))]
+pub async fn model_stats(
+    State(app): State<AppState>,
+    Path(model): Path<String>,
+) -> Result<Json<super::triton::StatsResponse>, V2Error> {
+    Ok(Json(stats_of(&app, Some(&model), None)?))
+}
+
+/// Inference statistics of one version.
+#[utoipa::path(get, path = "/v2/models/{model}/versions/{version}/stats", tag = "v2", params(("model" = String, Path), ("version" = String, Path)), responses((status = 200, body = super::triton::StatsResponse), (status = 400, body = Object), (status = 404, body = Object), (status = 503, body = Object)))]
+pub async fn model_version_stats(
+    State(app): State<AppState>,
+    Path((model, version)): Path<(String, String)>,
+) -> Result<Json<super::triton::StatsResponse>, V2Error> {
+    Ok(Json(stats_of(&app, Some(&model), Some(parse_version(&version)?))?))
 }
 
 /// Loads (or reloads) a model from the repository.
@@ -735,8 +869,8 @@ mod tests {
 
     fn decode(req: &InferRequest, binary: &[u8]) -> Result<Columns, String> {
         let cfg = generator();
-        decode_inputs(req, bytes::Bytes::copy_from_slice(binary), &cfg.kind.inputs(), cfg.kind.as_ref(), 8, "g")
-            .map_err(|e| e.0.message)
+        let views = rest_inputs(req, bytes::Bytes::copy_from_slice(binary)).map_err(|e| e.0.message)?;
+        decode_inputs(views, &cfg.kind.inputs(), cfg.kind.as_ref(), 8, "g").map_err(|e| e.0.message)
     }
 
     #[test]

@@ -6,12 +6,14 @@
 //! hand them to their [`Replica`](crate::engine::Replica), and send each caller its rows.
 
 pub mod queue;
+pub mod stats;
 pub mod worker;
 
 use crate::tensor::OutputTensor;
 use std::time::{Duration, Instant};
 
 pub use crate::engine::InferError;
+pub use stats::{Stats, StatsSnapshot};
 pub use worker::{Batcher, BatcherSpec};
 
 /// When a request stops waiting: its budget counts from its arrival, not from when it reaches

@@ -65,6 +65,7 @@ struct Shared {
     live: AtomicUsize,
     next_worker_id: AtomicUsize,
     metrics: Metrics,
+    stats: super::Stats,
 }
 
 impl Shared {
@@ -118,11 +119,22 @@ impl Batcher {
             live: AtomicUsize::new(0),
             next_worker_id: AtomicUsize::new(0),
             metrics,
+            stats: super::Stats::default(),
         });
         for replica in replicas {
             spawn_worker(shared.clone(), replica);
         }
         Batcher { shared }
+    }
+
+    /// Inference statistics since the version was loaded.
+    pub fn stats(&self) -> super::StatsSnapshot {
+        self.shared.stats.snapshot()
+    }
+
+    /// The queue and batch settings the version runs with.
+    pub fn batching(&self) -> &BatchingConfig {
+        &self.shared.spec.batching
     }
 
     /// Live worker threads.
@@ -337,6 +349,7 @@ fn run_batch(shared: &Shared, replica: &mut dyn Replica, batch: Vec<Entry>) {
     shared.metrics.compute.with_label_values(&labels).observe(compute_time.as_secs_f64());
     shared.metrics.batch_size.with_label_values(&labels).observe(n as f64);
     let waits = shared.metrics.queue_wait.with_label_values(&labels);
+    let waits_of: Vec<Duration> = batch.iter().map(|e| start.saturating_duration_since(e.at)).collect();
     match result {
         Ok(per_item) => {
             let replies: Vec<_> = batch
@@ -354,6 +367,7 @@ fn run_batch(shared: &Shared, replica: &mut dyn Replica, batch: Vec<Entry>) {
             let failed = replies.iter().filter(|(_, r)| r.is_err()).count();
             shared.count("computed", n - failed);
             shared.count("failed", failed);
+            shared.stats.record_batch(n, failed, compute_time, waits_of.into_iter());
             for (tx, reply) in replies {
                 let _ = tx.send(reply);
             }
@@ -361,6 +375,7 @@ fn run_batch(shared: &Shared, replica: &mut dyn Replica, batch: Vec<Entry>) {
         Err(e) => {
             tracing::error!(model = %shared.spec.model, version = shared.spec.version, batch = n, error = %e, "batch failed");
             shared.count("failed", n);
+            shared.stats.record_batch(n, n, compute_time, waits_of.into_iter());
             for entry in batch {
                 let _ = entry.tx.send(Err(e.clone()));
             }

@@ -426,6 +426,22 @@ impl Registry {
         Ok(())
     }
 
+    /// The versions of a model serving now, oldest first (empty while none is).
+    pub fn serving_versions(&self, name: &str) -> Result<Vec<Arc<LoadedVersion>>, RegistryError> {
+        let slot = self.slot(name).ok_or_else(|| RegistryError::ModelNotFound(shown(name)))?;
+        let serving = slot.serving.load();
+        Ok(serving.values().cloned().collect())
+    }
+
+    /// Every version of every model serving now, by model name then version.
+    pub fn all_serving(&self) -> Vec<Arc<LoadedVersion>> {
+        let slots = self.slots.read().unwrap_or_else(|p| p.into_inner());
+        let mut all: Vec<Arc<LoadedVersion>> =
+            slots.values().flat_map(|s| s.serving.load().values().cloned().collect::<Vec<_>>()).collect();
+        all.sort_by(|a, b| (&a.name, a.version).cmp(&(&b.name, b.version)));
+        all
+    }
+
     /// The version that serves a request: the one asked for, or the newest.
     pub fn resolve(&self, name: &str, version: Option<u64>) -> Result<Arc<LoadedVersion>, RegistryError> {
         let slot = self.slot(name).ok_or_else(|| RegistryError::ModelNotFound(shown(name)))?;
