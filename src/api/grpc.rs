@@ -103,13 +103,9 @@ impl Inference {
         let id = md
             .get("x-request-id")
             .and_then(|v| v.to_str().ok())
-            .filter(|v| {
-                !v.is_empty()
-                    && v.len() <= super::middleware::MAX_REQUEST_ID_LEN
-                    && v.bytes().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'-' | b':'))
-            })
+            .filter(|v| super::middleware::valid_request_id(v.as_bytes()))
             .map(str::to_string)
-            .unwrap_or_else(|| format!("{:016x}", rand::random::<u64>()));
+            .unwrap_or_else(super::middleware::new_request_id);
         let span = tracing::info_span!("grpc", request_id = %id, rpc, code = tracing::field::Empty);
         let call = Call { rpc, id, span, start: Instant::now() };
         if self.0.is_draining() && !matches!(rpc, "ServerLive" | "ServerReady") {
@@ -134,7 +130,7 @@ impl Inference {
         call.span.record("code", format!("{code:?}"));
         call.span.in_scope(|| tracing::info!(code = ?code, latency_ms, "grpc response"));
         if let Some(model) = model.or(if call.rpc == "ModelInfer" { Some("-") } else { None }) {
-            self.0.metrics.requests.with_label_values(&["grpc", call.rpc, model, outcome(code)]).inc();
+            count(&self.0, call.rpc, model, code);
         }
         let id = tonic::metadata::MetadataValue::try_from(call.id.as_str()).ok();
         match r {
@@ -159,9 +155,7 @@ impl Inference {
     fn deadline(&self, md: &MetadataMap, start: Instant) -> Result<Deadline, ApiError> {
         let app = &self.0;
         if md.get("x-deadline-ms").is_some() {
-            let mut ext = axum::http::Extensions::new();
-            ext.insert(super::Arrival(start));
-            return app.deadline(&md.clone().into_headers(), &ext);
+            return app.deadline_from(&md.clone().into_headers(), start);
         }
         let budget = match md.get("grpc-timeout").and_then(|v| v.to_str().ok()) {
             None => app.limits.default_deadline,
@@ -170,6 +164,20 @@ impl Inference {
                 .min(app.limits.max_deadline),
         };
         Ok(Deadline::from(start, budget))
+    }
+}
+
+/// Counts one inference call in `dlserve_requests_total`.
+fn count(app: &AppState, rpc: &str, model: &str, code: tonic::Code) {
+    app.metrics.requests.with_label_values(&["grpc", rpc, model, outcome(code)]).inc();
+}
+
+/// The model an inference call names in the metrics: the one that served it, or that it resolved
+/// to before failing, else `-`, so made-up names cannot grow the series without bound.
+fn metric_model<T>(r: &Result<(T, Arc<LoadedVersion>), ApiError>) -> String {
+    match r {
+        Ok((_, v)) => v.name.clone(),
+        Err(e) => e.model.as_ref().map_or("-".to_string(), |(n, _)| n.clone()),
     }
 }
 
@@ -437,8 +445,7 @@ impl pb::grpc_inference_service_server::GrpcInferenceService for Inference {
         request: Request<pb::ServerReadyRequest>,
     ) -> Result<Response<pb::ServerReadyResponse>, Status> {
         let call = self.begin("ServerReady", request.metadata())?;
-        let ready = !self.0.is_draining() && self.0.registry.not_ready().is_empty();
-        self.finish(call, None, Ok(pb::ServerReadyResponse { ready }))
+        self.finish(call, None, Ok(pb::ServerReadyResponse { ready: self.0.is_ready() }))
     }
 
     async fn model_ready(
@@ -505,14 +512,9 @@ impl pb::grpc_inference_service_server::GrpcInferenceService for Inference {
         };
         let req = request.into_inner();
         let span = call.span.clone();
-        match tracing::Instrument::instrument(infer_call(&self.0, req, deadline), span).await {
-            Ok((resp, v)) => self.finish(call, Some(&v.name), Ok(resp)),
-            Err(e) => {
-                // Only a model that resolved names a series: made-up names cannot grow the metrics.
-                let name = e.model.as_ref().map_or("-".to_string(), |(n, _)| n.clone());
-                self.finish(call, Some(&name), Err(e))
-            }
-        }
+        let r = tracing::Instrument::instrument(infer_call(&self.0, req, deadline), span).await;
+        let name = metric_model(&r);
+        self.finish(call, Some(&name), r.map(|(resp, _)| resp))
     }
 
     type ModelStreamInferStream = StreamOut;
@@ -544,12 +546,8 @@ impl pb::grpc_inference_service_server::GrpcInferenceService for Inference {
                                         Ok(d) => infer_call(&app, req, d).await,
                                         Err(e) => Err(e),
                                     };
-                                    let name = match &r {
-                                        Ok((_, v)) => v.name.clone(),
-                                        Err(e) => e.model.as_ref().map_or("-".to_string(), |(n, _)| n.clone()),
-                                    };
                                     let code = r.as_ref().map_or_else(|e| e.ty.grpc_code(), |_| tonic::Code::Ok);
-                                    app.metrics.requests.with_label_values(&["grpc", "ModelStreamInfer", &name, outcome(code)]).inc();
+                                    count(&app, "ModelStreamInfer", &metric_model(&r), code);
                                     match r {
                                         Ok((resp, _)) => pb::ModelStreamInferResponse { error_message: String::new(), infer_response: Some(resp) },
                                         Err(e) => pb::ModelStreamInferResponse { error_message: e.into_grpc_status().message().to_string(), infer_response: None },
@@ -673,8 +671,7 @@ impl Health {
         if !service.is_empty() && service != SERVICE_NAME {
             return Err(Status::not_found(format!("unknown service '{service}'; this server has '{SERVICE_NAME}'")));
         }
-        let ready = !self.0.is_draining() && self.0.registry.not_ready().is_empty();
-        Ok(if ready { ServingStatus::Serving } else { ServingStatus::NotServing } as i32)
+        Ok(if self.0.is_ready() { ServingStatus::Serving } else { ServingStatus::NotServing } as i32)
     }
 }
 

@@ -19,9 +19,21 @@ pub struct MakeId;
 
 impl MakeRequestId for MakeId {
     fn make_request_id<B>(&mut self, _req: &axum::http::Request<B>) -> Option<RequestId> {
-        let id = format!("{:016x}", rand::random::<u64>());
-        HeaderValue::from_str(&id).ok().map(RequestId::new)
+        HeaderValue::from_str(&new_request_id()).ok().map(RequestId::new)
     }
+}
+
+/// A fresh request id: 16 random hex digits.
+pub fn new_request_id() -> String {
+    format!("{:016x}", rand::random::<u64>())
+}
+
+/// Whether a client's request id is kept: 1 to [`MAX_REQUEST_ID_LEN`] bytes of
+/// `A-Z a-z 0-9 . _ - :`, so it cannot forge log lines.
+pub fn valid_request_id(b: &[u8]) -> bool {
+    !b.is_empty()
+        && b.len() <= MAX_REQUEST_ID_LEN
+        && b.iter().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'-' | b':'))
 }
 
 /// Longest client `x-request-id` kept; a longer one, or one with other characters than
@@ -30,13 +42,7 @@ pub const MAX_REQUEST_ID_LEN: usize = 128;
 
 /// Drops a client `x-request-id` that is too long or could forge log lines, so a fresh one is made.
 pub async fn sanitize_request_id(mut req: Request, next: Next) -> Response {
-    let ok = |v: &HeaderValue| {
-        let b = v.as_bytes();
-        !b.is_empty()
-            && b.len() <= MAX_REQUEST_ID_LEN
-            && b.iter().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'-' | b':'))
-    };
-    if req.headers().get("x-request-id").is_some_and(|v| !ok(v)) {
+    if req.headers().get("x-request-id").is_some_and(|v| !valid_request_id(v.as_bytes())) {
         req.headers_mut().remove("x-request-id");
     }
     next.run(req).await

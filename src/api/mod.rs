@@ -183,6 +183,11 @@ impl App {
     /// request's arrival as recorded by the middleware.
     pub fn deadline(&self, headers: &HeaderMap, extensions: &axum::http::Extensions) -> Result<Deadline, ApiError> {
         let start = extensions.get::<Arrival>().map_or_else(std::time::Instant::now, |a| a.0);
+        self.deadline_from(headers, start)
+    }
+
+    /// The inference deadline of `x-deadline-ms` in `headers` (or the default), counted from `start`.
+    pub fn deadline_from(&self, headers: &HeaderMap, start: std::time::Instant) -> Result<Deadline, ApiError> {
         let Some(v) = headers.get(&DEADLINE_HEADER) else {
             return Ok(Deadline::from(start, self.limits.default_deadline));
         };
@@ -196,6 +201,11 @@ impl App {
     /// Whether shutdown has begun.
     pub fn is_draining(&self) -> bool {
         self.draining.load(Ordering::SeqCst)
+    }
+
+    /// Whether the server is ready: not draining, and every configured model ready.
+    pub fn is_ready(&self) -> bool {
+        !self.is_draining() && self.registry.not_ready().is_empty()
     }
 
     /// Refuses a request at once, before its body is parsed, when the queue it must go to is

@@ -248,7 +248,7 @@ pub async fn model_version_metadata(
     Ok(Json(metadata(&app, &model, Some(parse_version(&version)?))?))
 }
 
-pub(crate) fn ready_status(app: &AppState, model: &str, version: Option<u64>) -> Result<StatusCode, V2Error> {
+fn ready_status(app: &AppState, model: &str, version: Option<u64>) -> Result<StatusCode, V2Error> {
     let v = app.registry.resolve(model, version)?;
     if v.batcher.live_workers() == 0 {
         return Err(bad(format!("model '{model}' version {} has no live worker", v.version)));

@@ -50,7 +50,7 @@ pub struct Stats(Mutex<StatsSnapshot>);
 impl Stats {
     /// Records one computed batch of `n` items, `failed` of which got an error, that took
     /// `compute`; `queued` holds each item's queue wait.
-    pub fn record_batch(&self, n: usize, failed: usize, compute: Duration, queued: impl Iterator<Item = Duration>) {
+    pub fn record_batch(&self, n: usize, failed: usize, compute: Duration, queued: &[Duration]) {
         let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
         let mut s = self.0.lock().unwrap_or_else(|p| p.into_inner());
         s.last_inference_ms = now_ms;
@@ -60,7 +60,7 @@ impl Stats {
         let ok = (n - failed.min(n)) as u64;
         s.compute.add(ok, compute * ok as u32);
         let mut total_wait = Duration::ZERO;
-        for q in queued {
+        for &q in queued {
             s.queue.add(1, q);
             total_wait += q;
         }
@@ -85,8 +85,8 @@ mod tests {
     fn batches_add_up_per_item_and_per_batch_size() {
         let s = Stats::default();
         let ms = Duration::from_millis;
-        s.record_batch(2, 0, ms(10), [ms(1), ms(3)].into_iter());
-        s.record_batch(1, 1, ms(4), [ms(2)].into_iter());
+        s.record_batch(2, 0, ms(10), &[ms(1), ms(3)]);
+        s.record_batch(1, 1, ms(4), &[ms(2)]);
         let snap = s.snapshot();
         assert_eq!((snap.inference_count, snap.execution_count), (3, 2));
         assert_eq!(snap.queue, Duration64 { count: 3, ns: 6_000_000 });

@@ -355,8 +355,8 @@ fn run_batch(shared: &Shared, replica: &mut dyn Replica, batch: Vec<Entry>) {
             let replies: Vec<_> = batch
                 .into_iter()
                 .zip(per_item)
-                .map(|(entry, outs)| {
-                    let queue = start.saturating_duration_since(entry.at);
+                .zip(&waits_of)
+                .map(|((entry, outs), &queue)| {
                     waits.observe(queue.as_secs_f64());
                     let timing = Timing { queue, compute: compute_time, batch_size: n };
                     (entry.tx, outs.map(|outputs| ItemOutput { outputs, timing }))
@@ -367,7 +367,7 @@ fn run_batch(shared: &Shared, replica: &mut dyn Replica, batch: Vec<Entry>) {
             let failed = replies.iter().filter(|(_, r)| r.is_err()).count();
             shared.count("computed", n - failed);
             shared.count("failed", failed);
-            shared.stats.record_batch(n, failed, compute_time, waits_of.into_iter());
+            shared.stats.record_batch(n, failed, compute_time, &waits_of);
             for (tx, reply) in replies {
                 let _ = tx.send(reply);
             }
@@ -375,7 +375,7 @@ fn run_batch(shared: &Shared, replica: &mut dyn Replica, batch: Vec<Entry>) {
         Err(e) => {
             tracing::error!(model = %shared.spec.model, version = shared.spec.version, batch = n, error = %e, "batch failed");
             shared.count("failed", n);
-            shared.stats.record_batch(n, n, compute_time, waits_of.into_iter());
+            shared.stats.record_batch(n, n, compute_time, &waits_of);
             for entry in batch {
                 let _ = entry.tx.send(Err(e.clone()));
             }
