@@ -43,6 +43,20 @@ pub struct Args {
     #[arg(long, env = "DLSERVE_MAX_CONNECTIONS", default_value_t = 0)]
     pub max_connections: usize,
 
+    /// TLS certificate chain (PEM, leaf first) for the listening port; with `--tls-key`, the
+    /// port speaks only TLS (HTTPS, HTTP/2 and gRPC through ALPN). Off when unset.
+    #[arg(long, env = "DLSERVE_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// TLS private key (PEM: PKCS#8, PKCS#1 or SEC1) matching `--tls-cert`.
+    #[arg(long, env = "DLSERVE_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+
+    /// With TLS, look for a changed certificate or key file every N seconds and load it for new
+    /// connections (SIGHUP always reloads); 0 = only on SIGHUP.
+    #[arg(long, env = "DLSERVE_TLS_RELOAD_SECS", default_value_t = 10)]
+    pub tls_reload_secs: u64,
+
     /// Model repository: one directory per model with config.toml and <version>/model.pt.
     #[arg(long, env = "DLSERVE_MODELS_DIR", default_value = "models")]
     pub models_dir: PathBuf,

@@ -5,7 +5,7 @@
 //! | layer | modules |
 //! |---|---|
 //! | 0 (leaves) | [`tensor`], [`device`], [`metrics`], [`config`], [`npz`] |
-//! | 1 | [`manifest`], [`telemetry`] |
+//! | 1 | [`manifest`], [`telemetry`], [`tls`] |
 //! | 2 | [`engine`], [`kinds`] |
 //! | 3 | [`batching`] |
 //! | 4 | [`registry`] |
@@ -32,6 +32,7 @@ pub mod registry;
 pub mod server;
 pub mod telemetry;
 pub mod tensor;
+pub mod tls;
 
 pub use server::{app, bind, serve};
 

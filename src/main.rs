@@ -11,6 +11,7 @@ fn main() -> anyhow::Result<()> {
     dlserve::telemetry::init(args.log_format);
     let started = Instant::now();
     tracing::info!(version = env!("CARGO_PKG_VERSION"), allocator_tuned, "starting dlserve");
+    let tls = dlserve::tls::Tls::from_args(&args).map_err(anyhow::Error::msg)?;
     let server = Server::build(&args)?;
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(async move {
@@ -26,8 +27,17 @@ fn main() -> anyhow::Result<()> {
             idle_timeout_secs = limits.idle_timeout.as_secs(),
             "connection limits"
         );
+        if let Some(tls) = &tls {
+            tls.spawn_reloader(Duration::from_secs(args.tls_reload_secs))?;
+            tracing::info!(
+                cert = ?args.tls_cert,
+                sha256 = %tls.fingerprint(),
+                reload_secs = args.tls_reload_secs,
+                "TLS on: HTTPS, HTTP/2 and gRPC over TLS only; SIGHUP reloads the certificate"
+            );
+        }
         let drain = Duration::from_secs(args.drain_timeout_secs);
-        let drained = dlserve::serve(listener, server.state, limits, shutdown_signal(), drain).await?;
+        let drained = dlserve::serve(listener, server.state, limits, tls, shutdown_signal(), drain).await?;
         tracing::info!(drained, "stopped");
         anyhow::Ok(())
     })?;

@@ -226,28 +226,24 @@ pub const MAX_CONCURRENT_STREAMS: u32 = 256;
 /// must arrive within `header_read_timeout`, and a connection with no request in flight is
 /// closed after `idle_timeout` of silence. At most `max_connections` are open; the accept loop
 /// waits for a free slot (new connections queue in the kernel's backlog) and backs off on accept
-/// errors such as EMFILE instead of spinning.
+/// errors such as EMFILE instead of spinning. With `tls`, each connection first completes a TLS
+/// handshake within `header_read_timeout` (on its own task, holding its slot), or is closed.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: AppState,
     limits: ConnLimits,
+    tls: Option<Arc<crate::tls::Tls>>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     drain_timeout: Duration,
 ) -> std::io::Result<bool> {
-    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-    let app = app(state.clone());
-    let grpc = api::grpc::routes(&state);
+    let conns = Conns {
+        app: app(state.clone()),
+        grpc: api::grpc::routes(&state),
+        limits,
+        builder: Arc::new(http_builder(&limits)),
+    };
     let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections.max(1)));
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-    builder.http1().timer(TokioTimer::new()).header_read_timeout(limits.header_read_timeout).keep_alive(true);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
-        .max_pending_accept_reset_streams(Some(64))
-        .max_local_error_reset_streams(Some(256));
-    let builder = Arc::new(builder);
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
         let permit = tokio::select! {
@@ -267,10 +263,76 @@ pub async fn serve(
             _ = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
+        let (conns, watcher) = (conns.clone(), graceful.watcher());
+        match &tls {
+            None => {
+                tokio::spawn(async move {
+                    conns.serve(stream, watcher).await;
+                    drop(permit);
+                });
+            }
+            Some(tls) => {
+                let acceptor = tls.acceptor();
+                tokio::spawn(async move {
+                    match tokio::time::timeout(conns.limits.header_read_timeout, acceptor.accept(stream)).await {
+                        Ok(Ok(stream)) => conns.serve(stream, watcher).await,
+                        Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
+                        Err(_) => tracing::debug!("TLS handshake not done within the header-read timeout"),
+                    }
+                    drop(permit);
+                });
+            }
+        }
+    }
+    state.draining.store(true, Ordering::SeqCst);
+    tracing::info!("shutdown requested: draining in-flight requests");
+    drop(listener);
+    match tokio::time::timeout(drain_timeout, graceful.shutdown()).await {
+        Ok(()) => Ok(true),
+        Err(_) => {
+            tracing::warn!(
+                drain_timeout_secs = drain_timeout.as_secs(),
+                "drain timeout reached; exiting with requests still in flight"
+            );
+            Ok(false)
+        }
+    }
+}
+
+/// hyper's HTTP/1.1 and HTTP/2 settings for every connection.
+fn http_builder(limits: &ConnLimits) -> hyper_util::server::conn::auto::Builder<hyper_util::rt::TokioExecutor> {
+    use hyper_util::rt::{TokioExecutor, TokioTimer};
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(limits.header_read_timeout).keep_alive(true);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
+        .max_pending_accept_reset_streams(Some(64))
+        .max_local_error_reset_streams(Some(256));
+    builder
+}
+
+/// What serving one connection needs, shared by every connection.
+#[derive(Clone)]
+struct Conns {
+    app: Router,
+    grpc: tonic::service::Routes,
+    limits: ConnLimits,
+    builder: Arc<hyper_util::server::conn::auto::Builder<hyper_util::rt::TokioExecutor>>,
+}
+
+impl Conns {
+    /// Serves one connection (plain TCP, or TLS after its handshake) until it ends, goes idle or
+    /// stays silent, watched by the graceful drain.
+    async fn serve<S>(self, stream: S, watcher: hyper_util::server::graceful::Watcher)
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
         let activity = Arc::new(Activity::default());
-        let io = TokioIo::new(Tracked { inner: stream, activity: activity.clone(), replacing: None });
+        let io = hyper_util::rt::TokioIo::new(Tracked { inner: stream, activity: activity.clone(), replacing: None });
         let svc = {
-            let (app, grpc) = (app.clone(), grpc.clone());
+            let (app, grpc) = (self.app, self.grpc);
             let activity = activity.clone();
             // One port for both protocols: gRPC (HTTP/2, `application/grpc`) goes to tonic, the
             // rest to the axum app.
@@ -288,34 +350,17 @@ pub async fn serve(
                 }
             })
         };
-        let conn = graceful.watch(builder.serve_connection_with_upgrades(io, svc).into_owned());
-        let (idle, first_bytes) = (limits.idle_timeout, limits.header_read_timeout);
-        tokio::spawn(async move {
-            let mut conn = std::pin::pin!(conn);
-            tokio::select! {
-                _ = conn.as_mut() => {}
-                _ = activity.idle_for(idle) => {
-                    // Silent with nothing in flight: close it (a graceful close on HTTP/2).
-                    tracing::debug!("closing an idle connection");
-                }
-                _ = activity.silent_for(first_bytes) => {
-                    tracing::debug!("closing a connection that sent nothing within the header-read timeout");
-                }
+        let conn = watcher.watch(self.builder.serve_connection_with_upgrades(io, svc).into_owned());
+        let mut conn = std::pin::pin!(conn);
+        tokio::select! {
+            _ = conn.as_mut() => {}
+            _ = activity.idle_for(self.limits.idle_timeout) => {
+                // Silent with nothing in flight: close it (a graceful close on HTTP/2).
+                tracing::debug!("closing an idle connection");
             }
-            drop(permit);
-        });
-    }
-    state.draining.store(true, Ordering::SeqCst);
-    tracing::info!("shutdown requested: draining in-flight requests");
-    drop(listener);
-    match tokio::time::timeout(drain_timeout, graceful.shutdown()).await {
-        Ok(()) => Ok(true),
-        Err(_) => {
-            tracing::warn!(
-                drain_timeout_secs = drain_timeout.as_secs(),
-                "drain timeout reached; exiting with requests still in flight"
-            );
-            Ok(false)
+            _ = activity.silent_for(self.limits.header_read_timeout) => {
+                tracing::debug!("closing a connection that sent nothing within the header-read timeout");
+            }
         }
     }
 }
@@ -375,8 +420,8 @@ impl Drop for InFlight {
 
 /// A socket that records when it last moved bytes, and gives hyper's own parse-error responses
 /// the JSON error body every other non-2xx response has.
-struct Tracked {
-    inner: tokio::net::TcpStream,
+struct Tracked<S> {
+    inner: S,
     activity: Arc<Activity>,
     /// A replacement response being written: its bytes, how many are written, and the length of
     /// the buffer it stands for (reported to hyper once all of it is written).
@@ -423,7 +468,7 @@ pub fn parser_error_replacement(buf: &[u8]) -> Option<Vec<u8>> {
     Some(out.into_bytes())
 }
 
-impl tokio::io::AsyncRead for Tracked {
+impl<S: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Tracked<S> {
     fn poll_read(
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
@@ -439,7 +484,7 @@ impl tokio::io::AsyncRead for Tracked {
     }
 }
 
-impl tokio::io::AsyncWrite for Tracked {
+impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Tracked<S> {
     fn poll_write(
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,

@@ -13,6 +13,7 @@ const LAYERS: &[(&str, u32)] = &[
     ("npz", 0),
     ("manifest", 1),
     ("telemetry", 1),
+    ("tls", 1),
     ("engine", 2),
     ("kinds", 2),
     ("batching", 3),

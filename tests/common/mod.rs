@@ -81,8 +81,10 @@ pub async fn start_in(dir: PathBuf, tmp: Option<tempfile::TempDir>, flags: &[&st
         tokio::task::spawn_blocking(move || dlserve::server::Server::build(&args)).await.unwrap().unwrap()
     };
     let (registry, state) = (built.registry.clone(), built.state.clone());
+    let tls = dlserve::tls::Tls::from_args(&args).unwrap();
     let listener = dlserve::bind("127.0.0.1:0".parse().unwrap(), args.listen_backlog).unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let base = format!("{scheme}://{}", listener.local_addr().unwrap());
     let (stop, rx) = tokio::sync::oneshot::channel::<()>();
     let st = state.clone();
     tokio::spawn(async move {
@@ -90,6 +92,7 @@ pub async fn start_in(dir: PathBuf, tmp: Option<tempfile::TempDir>, flags: &[&st
             listener,
             st,
             dlserve::server::ConnLimits::from_args(&args),
+            tls,
             async move {
                 let _ = rx.await;
             },
