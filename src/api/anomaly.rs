@@ -1,11 +1,9 @@
 //! `POST /anomaly`: feature rows to anomaly scores, verdicts and the features behind them.
 
 use super::error::ApiError;
-use super::{pipeline, AppState, ModelSelector, RequestDeadline};
+use super::{pipeline, ModelSelector};
 use crate::kinds::anomaly::{self, Anomaly, Contribution};
 use crate::tensor::ItemTensor;
-use axum::extract::{Query, State};
-use axum::http::HeaderMap;
 use axum::response::Response;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -69,22 +67,13 @@ pub const POST_DELAY_HEADER: &str = "x-test-post-delay-ms";
     request_body(content = AnomalyRequest, content_type = "application/json"),
     responses(
         (status = 200, body = AnomalyResponse),
-        (status = 400, body = super::error::ErrorBody), (status = 404, body = super::error::ErrorBody),
-        (status = 413, body = super::error::ErrorBody), (status = 415, body = super::error::ErrorBody),
+        super::error::InferErrors,
         (status = 422, description = "Wrong feature count, unknown names, NaN, empty rows, bad threshold", body = super::error::ErrorBody),
-        (status = 429, body = super::error::ErrorBody), (status = 503, body = super::error::ErrorBody), (status = 504, body = super::error::ErrorBody),
     ))]
-pub async fn anomaly(
-    State(app): State<AppState>,
-    q: Result<Query<ModelSelector>, axum::extract::rejection::QueryRejection>,
-    RequestDeadline(deadline): RequestDeadline,
-    headers: HeaderMap,
-    body: bytes::Bytes,
-) -> Result<Response, ApiError> {
-    let Query(q) = q?;
-    let req: AnomalyRequest = pipeline::json_body::<Anomaly, _>(&app, &headers, &body)?;
-    app.check_items("rows", req.rows.len())?;
-    let (v, cfg) = app.pick::<Anomaly>(req.model.as_deref().or(q.model.as_deref()), req.version.or(q.version))?;
+pub async fn anomaly(call: pipeline::JsonRequest<Anomaly, AnomalyRequest>) -> Result<Response, ApiError> {
+    let req = &call.body;
+    call.app.check_items("rows", req.rows.len())?;
+    let (v, cfg) = call.pick(req.model.as_deref(), req.version)?;
     let (threshold, source) = match req.threshold {
         Some(t) if t.is_finite() && t >= 0.0 => (t, "request"),
         Some(_) => return Err(ApiError::invalid("threshold", "must be a finite number >= 0")),
@@ -98,9 +87,9 @@ pub async fn anomaly(
     let raws = req.rows.iter().enumerate().map(|(i, r)| anomaly::raw_row(r, i, &cfg)).collect::<Result<Vec<_>, _>>()?;
     let scaled = raws.iter().enumerate().map(|(i, r)| anomaly::prepare(r, i, &cfg)).collect::<Result<Vec<_>, _>>()?;
     let items = scaled.iter().map(|x| vec![ItemTensor::f32(vec![d as i64], x.clone())]).collect();
-    let served = pipeline::infer(&v, items, deadline).await?;
+    let served = pipeline::infer(&v, items, call.deadline).await?;
     #[cfg(feature = "fault-injection")]
-    if let Some(ms) = headers.get(POST_DELAY_HEADER).and_then(|h| h.to_str().ok()?.parse().ok()) {
+    if let Some(ms) = call.headers.get(POST_DELAY_HEADER).and_then(|h| h.to_str().ok()?.parse().ok()) {
         tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
     }
     let results = (0..raws.len())

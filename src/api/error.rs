@@ -129,6 +129,32 @@ pub struct ErrorBody {
     pub error: ErrorDetail,
 }
 
+/// The error answers every JSON inference endpoint shares, for its OpenAPI entry (each endpoint
+/// adds its own 422 with what it checks): `responses((status = 200, ...), InferErrors, (status = 422, ...))`.
+pub struct InferErrors;
+
+impl utoipa::IntoResponses for InferErrors {
+    fn responses() -> std::collections::BTreeMap<String, utoipa::openapi::RefOr<utoipa::openapi::response::Response>> {
+        use utoipa::openapi::{content::Content, response::ResponseBuilder, Ref};
+        [
+            (400, "Malformed body or query, or a model of another kind"),
+            (404, "Unknown model or version"),
+            (413, "Body over its limit"),
+            (415, "Not application/json"),
+            (429, "Queue full; see Retry-After"),
+            (503, "Model not ready, or the server is draining"),
+            (504, "Deadline exceeded"),
+        ]
+        .into_iter()
+        .map(|(status, description)| {
+            let body = Content::new(Some(Ref::from_schema_name("ErrorBody")));
+            let response = ResponseBuilder::new().description(description).content("application/json", body).build();
+            (status.to_string(), response.into())
+        })
+        .collect()
+    }
+}
+
 /// What went wrong.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ErrorDetail {

@@ -1,10 +1,8 @@
 //! `POST /forecast`: a history and a horizon to a forecast, with intervals when the model gives quantiles.
 
 use super::error::ApiError;
-use super::{pipeline, AppState, ModelSelector, RequestDeadline};
+use super::{pipeline, ModelSelector};
 use crate::kinds::forecaster::{self, Forecaster, Rollout};
-use axum::extract::{Query, State};
-use axum::http::HeaderMap;
 use axum::response::Response;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -73,21 +71,12 @@ pub struct ForecastResponse {
     request_body(content = ForecastRequest, content_type = "application/json"),
     responses(
         (status = 200, body = ForecastResponse),
-        (status = 400, body = super::error::ErrorBody), (status = 404, body = super::error::ErrorBody),
-        (status = 413, body = super::error::ErrorBody), (status = 415, body = super::error::ErrorBody),
+        super::error::InferErrors,
         (status = 422, description = "Short or long history, NaN, wrong width, horizon out of range", body = super::error::ErrorBody),
-        (status = 429, body = super::error::ErrorBody), (status = 503, body = super::error::ErrorBody), (status = 504, body = super::error::ErrorBody),
     ))]
-pub async fn forecast(
-    State(app): State<AppState>,
-    q: Result<Query<ModelSelector>, axum::extract::rejection::QueryRejection>,
-    RequestDeadline(deadline): RequestDeadline,
-    headers: HeaderMap,
-    body: bytes::Bytes,
-) -> Result<Response, ApiError> {
-    let Query(q) = q?;
-    let req: ForecastRequest = pipeline::json_body::<Forecaster, _>(&app, &headers, &body)?;
-    let (v, cfg) = app.pick::<Forecaster>(req.model.as_deref().or(q.model.as_deref()), req.version.or(q.version))?;
+pub async fn forecast(call: pipeline::JsonRequest<Forecaster, ForecastRequest>) -> Result<Response, ApiError> {
+    let req = &call.body;
+    let (v, cfg) = call.pick(req.model.as_deref(), req.version)?;
     forecaster::check_horizon(req.horizon, &cfg)?;
     let (rows, flat) = forecaster::series_rows(&req.series, cfg.features as usize)?;
     let step = match (&req.start, &req.frequency) {
@@ -108,7 +97,7 @@ pub async fn forecast(
     let mut rollout = Rollout::new(&prepared, req.horizon, &cfg);
     let mut served = pipeline::Served::on(&v);
     while let Some(item) = rollout.next_item(&cfg) {
-        served.run(vec![item], deadline).await?;
+        served.run(vec![item], call.deadline).await?;
         rollout.feed(served.first_output(0), &cfg);
     }
     let render = |steps: &[Vec<f32>]| -> serde_json::Value {

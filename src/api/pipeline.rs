@@ -4,7 +4,7 @@
 //! these, and shape their answer; the kind's logic lives in `kinds`.
 
 use super::error::{parse_json, ApiError};
-use super::{require_json, served_headers, App};
+use super::{require_json, served_headers, App, AppState, ModelSelector, RequestDeadline};
 use crate::batching::{Deadline, ItemOutput, Timing};
 use crate::kinds::Kind;
 use crate::registry::LoadedVersion;
@@ -23,6 +23,49 @@ pub fn json_body<K: Kind, T: serde::de::DeserializeOwned>(
     require_json(headers)?;
     app.refuse_early_if_full(K::NAME)?;
     parse_json(body)
+}
+
+/// A JSON endpoint's request for kind `K`, extracted in the order every such endpoint answers
+/// errors in: the deadline header, the body (413), the `?model=`/`?version=` query, then
+/// [`json_body`] (415, 429, 400/422).
+pub struct JsonRequest<K, T> {
+    /// The server.
+    pub app: AppState,
+    /// The parsed body.
+    pub body: T,
+    /// The request's headers.
+    pub headers: HeaderMap,
+    /// When inference must be done by.
+    pub deadline: Deadline,
+    query: ModelSelector,
+    kind: std::marker::PhantomData<K>,
+}
+
+impl<K: Kind, T: serde::de::DeserializeOwned> axum::extract::FromRequest<AppState> for JsonRequest<K, T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: axum::extract::Request, state: &AppState) -> Result<Self, ApiError> {
+        use axum::extract::{FromRequestParts, Query};
+        let (mut parts, body) = req.into_parts();
+        let RequestDeadline(deadline) = RequestDeadline::from_request_parts(&mut parts, state).await?;
+        let headers = parts.headers.clone();
+        let query = Query::<ModelSelector>::from_request_parts(&mut parts, state).await;
+        let bytes = bytes::Bytes::from_request(axum::extract::Request::from_parts(parts, body), state).await?;
+        let Query(query) = query?;
+        let body = json_body::<K, T>(state, &headers, &bytes)?;
+        Ok(JsonRequest { app: state.clone(), body, headers, deadline, query, kind: std::marker::PhantomData })
+    }
+}
+
+impl<K: Kind, T> JsonRequest<K, T> {
+    /// The model the request names (in its body, else in the query) with its typed section.
+    pub fn pick(
+        &self,
+        model: Option<&str>,
+        version: Option<u64>,
+    ) -> Result<(Arc<LoadedVersion>, Arc<K::Config>), ApiError> {
+        self.app.pick::<K>(model.or(self.query.model.as_deref()), version.or(self.query.version))
+    }
 }
 
 /// Runs one request's items through the version's queue, all or none admitted; errors name the
@@ -56,8 +99,19 @@ impl Served {
     /// Runs items on the version (a rollout runs several rounds); `outs` become this round's,
     /// the timings of every round are kept.
     pub async fn run(&mut self, items: Vec<Vec<ItemTensor>>, deadline: Deadline) -> Result<(), ApiError> {
+        let v = self.v.clone();
+        self.run_on(&v.batcher, items, deadline).await
+    }
+
+    /// [`Served::run`] through another of the version's queues (its `[embedding]` queue).
+    pub async fn run_on(
+        &mut self,
+        batcher: &crate::batching::Batcher,
+        items: Vec<Vec<ItemTensor>>,
+        deadline: Deadline,
+    ) -> Result<(), ApiError> {
         let v = &self.v;
-        self.outs = v.batcher.infer(items, deadline).await.map_err(|e| ApiError::from(e).for_model(v))?;
+        self.outs = batcher.infer(items, deadline).await.map_err(|e| ApiError::from(e).for_model(v))?;
         self.timings.extend(self.outs.iter().map(|o| o.timing));
         Ok(())
     }
