@@ -320,6 +320,85 @@ async fn v2_reaches_the_detector_and_denoiser_tensors() {
     assert_eq!(m["config"]["embedding"], json!({"method": "encode", "dim": 32}));
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn v2_serves_each_encoder_as_model_dot_method_equal_to_embed() {
+    use dlserve::api::grpc::pb;
+    let s = shipped(&["cancer-ae", "digits-denoiser"], &[]).await;
+    // Metadata: the model's inputs, one output `embedding` [-1, dim].
+    let m: serde_json::Value = s.get("/v2/models/cancer-ae.encode").await.json().await.unwrap();
+    assert_eq!(m["inputs"][0]["shape"], json!([-1, 30]), "{m}");
+    let dim = m["outputs"][0]["shape"][1].as_i64().unwrap();
+    assert_eq!(m["outputs"], json!([{"name": "embedding", "datatype": "FP32", "shape": [-1, dim]}]));
+    assert_eq!(s.get("/v2/models/digits-denoiser.encode/ready").await.status(), 200);
+    // The index lists both encoders beside their models.
+    let idx: serde_json::Value = s.post_json("/v2/repository/index", json!({})).await.json().await.unwrap();
+    let names: Vec<&str> = idx.as_array().unwrap().iter().map(|e| e["name"].as_str().unwrap()).collect();
+    for n in ["cancer-ae", "cancer-ae.encode", "digits-denoiser", "digits-denoiser.encode"] {
+        assert!(names.contains(&n), "{n} in {names:?}");
+    }
+    // A row through V2 (already scaled: V2 is the model's own space) against /embed's vector.
+    let golden: serde_json::Value =
+        serde_json::from_slice(&data("golden/cancer-ae.json")).expect("the cancer-ae golden file");
+    let flat: Vec<f32> = serde_json::from_value(golden["inputs"][0]["data"].clone()).unwrap();
+    let row = flat[..30].to_vec();
+    let encoded: Vec<f64> = serde_json::from_value(golden["methods"]["encode"]["outputs"][0]["data"].clone()).unwrap();
+    let cfg = std::fs::read_to_string(shipped_models().join("cancer-ae/config.toml")).unwrap();
+    let cfg: toml::Value = toml::from_str(&cfg).unwrap();
+    let (mean, std) = (&cfg["anomaly"]["scaling"]["mean"], &cfg["anomaly"]["scaling"]["std"]);
+    let raw: Vec<f64> = row
+        .iter()
+        .enumerate()
+        .map(|(i, x)| *x as f64 * std[i].as_float().unwrap() + mean[i].as_float().unwrap())
+        .collect();
+    let e: serde_json::Value =
+        s.post_json("/embed", json!({"model": "cancer-ae", "rows": [raw]})).await.json().await.unwrap();
+    let want: Vec<f64> = e["embeddings"][0].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect();
+    assert_eq!(want.len() as i64, dim);
+    let body = json!({"inputs": [{"name": "features", "datatype": "FP32", "shape": [1, 30], "data": row}]});
+    let b: serde_json::Value = s.post_json("/v2/models/cancer-ae.encode/infer", body).await.json().await.unwrap();
+    assert_eq!(b["model_name"], "cancer-ae.encode");
+    assert_eq!(b["outputs"][0]["name"], "embedding");
+    assert_eq!(b["outputs"][0]["shape"], json!([1, dim]), "{b}");
+    let got: Vec<f64> = b["outputs"][0]["data"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect();
+    for ((g, w), e) in got.iter().zip(&want).zip(&encoded) {
+        assert!((g - e).abs() < 1e-4, "V2 {got:?} vs the golden encoding {encoded:?}");
+        // /embed scales the raw row itself (rounding in the f32 round trip of the scaling).
+        assert!((g - w).abs() < 1e-3, "V2 {got:?} vs /embed {want:?}");
+    }
+    // The same over gRPC, raw tensors.
+    let ch = tonic::transport::Channel::from_shared(s.base.clone()).unwrap().connect().await.unwrap();
+    let mut c = pb::grpc_inference_service_client::GrpcInferenceServiceClient::new(ch);
+    let req = pb::ModelInferRequest {
+        model_name: "cancer-ae.encode".into(),
+        inputs: vec![pb::model_infer_request::InferInputTensor {
+            name: "features".into(),
+            datatype: "FP32".into(),
+            shape: vec![1, 30],
+            ..Default::default()
+        }],
+        raw_input_contents: vec![row.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>().into()],
+        ..Default::default()
+    };
+    let r = c.model_infer(req).await.unwrap().into_inner();
+    assert_eq!(r.outputs[0].name, "embedding");
+    let raw = &r.raw_output_contents[0];
+    let grpc: Vec<f32> = raw.chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect();
+    assert_eq!(grpc.len() as i64, dim);
+    for (g, w) in grpc.iter().zip(&got) {
+        assert!((*g as f64 - w).abs() < 1e-6);
+    }
+    assert!(
+        c.model_ready(pb::ModelReadyRequest { name: "digits-denoiser.encode".into(), version: String::new() })
+            .await
+            .unwrap()
+            .into_inner()
+            .ready
+    );
+    // A method the model does not have, or a model without an encoder, is not found.
+    assert_eq!(s.get("/v2/models/cancer-ae.decode").await.status(), 404);
+    assert_eq!(s.get("/v2/models/digits-denoiser.forward").await.status(), 404);
+}
+
 /// Loads an `.npz` with the project's NumPy and prints what the test checks.
 fn numpy_summary(npz: &[u8]) -> serde_json::Value {
     let dir = tempfile::tempdir().unwrap();

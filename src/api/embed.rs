@@ -142,11 +142,9 @@ fn pick(
 async fn run(v: &Arc<LoadedVersion>, items: Vec<Vec<ItemTensor>>, deadline: Deadline) -> Result<Response, ApiError> {
     let embedder = v.embedder.as_ref().ok_or_else(|| ApiError::internal("picked without an encoder"))?;
     embedder.has_room(items.len()).map_err(|e| ApiError::from(e).for_model(v))?;
-    let outs = embedder.infer(items, deadline).await.map_err(|e| ApiError::from(e).for_model(v))?;
-    let timings: Vec<_> = outs.iter().map(|o| o.timing).collect();
-    let embeddings: Vec<Vec<f32>> =
-        outs.into_iter().map(|o| o.outputs.into_iter().next().map(|t| t.data).unwrap_or_default()).collect();
+    let mut served = super::pipeline::Served::on(v);
+    served.run_on(embedder, items, deadline).await?;
+    let embeddings: Vec<Vec<f32>> = (0..served.outs.len()).map(|i| served.first_output(i).to_vec()).collect();
     let dim = v.config.manifest.embedding.as_ref().map_or(0, |e| e.dim as usize);
-    let body = EmbedResponse { model: v.name.clone(), version: v.version, dim, embeddings };
-    Ok(axum::response::IntoResponse::into_response((super::served_headers(v, &timings), axum::Json(body))))
+    Ok(served.json(EmbedResponse { model: v.name.clone(), version: v.version, dim, embeddings }))
 }

@@ -281,13 +281,13 @@ async fn infer(
     req: pb::ModelInferRequest,
     deadline: Deadline,
 ) -> Result<(pb::ModelInferResponse, Arc<LoadedVersion>), ApiError> {
-    let v = app.registry.resolve(&req.model_name, version_of(&req.model_version)?)?;
+    let m = v2::V2Model::resolve(app, &req.model_name, version_of(&req.model_version)?)?;
     let model = &req.model_name;
-    let specs = v.config.kind.inputs();
+    let specs = m.inputs();
     let views = grpc_inputs(&req)?;
-    let columns = v2::decode_inputs(views, &specs, v.config.kind.as_ref(), app.limits.max_items, model)
+    let columns = v2::decode_inputs(views, &specs, m.v.config.kind.as_ref(), app.limits.max_items, model)
         .map_err(V2Error::into_inner)?;
-    let out_specs = v.config.kind.outputs(&v.labels);
+    let out_specs = m.outputs();
     let wanted: Vec<usize> = if req.outputs.is_empty() {
         (0..out_specs.len()).collect()
     } else {
@@ -299,10 +299,10 @@ async fn infer(
     };
     let typed = req.raw_input_contents.is_empty();
     let items = v2::columns_to_items(&columns);
-    let served = super::pipeline::infer(&v, items, deadline).await?;
+    let served = m.infer(items, deadline).await?;
     let mut resp = pb::ModelInferResponse {
         model_name: req.model_name.clone(),
-        model_version: v.version.to_string(),
+        model_version: m.v.version.to_string(),
         id: req.id,
         ..Default::default()
     };
@@ -322,7 +322,7 @@ async fn infer(
             contents,
         });
     }
-    Ok((resp, v))
+    Ok((resp, m.v))
 }
 
 /// One `ModelInfer`, bounded by the whole-request timeout like a REST request.
@@ -455,10 +455,9 @@ impl pb::grpc_inference_service_server::GrpcInferenceService for Inference {
         let call = self.begin("ModelReady", request.metadata())?;
         let r = request.get_ref();
         // Like REST: an unknown model or version is NOT_FOUND; a known one answers ready or not.
-        let res = version_of(&r.version).and_then(|version| match self.0.registry.resolve(&r.name, version) {
-            Ok(v) => Ok(pb::ModelReadyResponse { ready: v.batcher.live_workers() > 0 }),
+        let res = version_of(&r.version).and_then(|version| match v2::V2Model::resolve(&self.0, &r.name, version) {
+            Ok(m) => Ok(pb::ModelReadyResponse { ready: m.batcher().live_workers() > 0 }),
             Err(e) => {
-                let e = ApiError::from(e);
                 if e.ty == ErrorType::ModelNotReady {
                     Ok(pb::ModelReadyResponse { ready: false })
                 } else {

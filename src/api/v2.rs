@@ -20,6 +20,68 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+/// What a V2 model name serves: a model's forward, or its encoder. `<model>.<method>`, where
+/// `<model>` has an `[embedding]` table naming `<method>`, is the encoder (the same queue as
+/// `POST /embed`), with the model's inputs and one output, `embedding` `[B, dim]`. A model whose
+/// own name is `<model>.<method>` wins over that reading.
+pub struct V2Model {
+    /// The version that serves.
+    pub v: std::sync::Arc<crate::registry::LoadedVersion>,
+    /// Whether the name means the version's `[embedding]` method.
+    pub embedding: bool,
+}
+
+impl V2Model {
+    /// The served version a V2 name (and optional version) means.
+    pub fn resolve(app: &super::App, name: &str, version: Option<u64>) -> Result<V2Model, ApiError> {
+        use crate::registry::RegistryError;
+        match app.registry.resolve(name, version) {
+            Ok(v) => Ok(V2Model { v, embedding: false }),
+            Err(RegistryError::ModelNotFound(shown)) => {
+                let encoder = name.rsplit_once('.').and_then(|(base, method)| {
+                    let v = app.registry.resolve(base, version).ok()?;
+                    let named = v.config.manifest.embedding.as_ref().is_some_and(|e| e.method == method);
+                    (named && v.embedder.is_some()).then_some(V2Model { v, embedding: true })
+                });
+                encoder.ok_or_else(|| RegistryError::ModelNotFound(shown).into())
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The tensors it takes.
+    pub fn inputs(&self) -> Vec<TensorSpec> {
+        self.v.config.kind.inputs()
+    }
+
+    /// The tensors it answers with.
+    pub fn outputs(&self) -> Vec<TensorSpec> {
+        match (&self.v.config.manifest.embedding, self.embedding) {
+            (Some(e), true) => vec![crate::kinds::spec("embedding", "FP32", vec![-1, e.dim])],
+            _ => self.v.config.kind.outputs(&self.v.labels),
+        }
+    }
+
+    /// The queue its items go through.
+    pub fn batcher(&self) -> &crate::batching::Batcher {
+        match (&self.v.embedder, self.embedding) {
+            (Some(e), true) => e,
+            _ => &self.v.batcher,
+        }
+    }
+
+    /// Runs items through that queue.
+    pub async fn infer(
+        &self,
+        items: Vec<Vec<ItemTensor>>,
+        deadline: crate::batching::Deadline,
+    ) -> Result<super::pipeline::Served, ApiError> {
+        let mut served = super::pipeline::Served::on(&self.v);
+        served.run_on(self.batcher(), items, deadline).await?;
+        Ok(served)
+    }
+}
+
 /// Header giving the length of the JSON part of a binary-extension body.
 pub static HEADER_LENGTH: HeaderName = HeaderName::from_static("inference-header-content-length");
 
@@ -152,7 +214,7 @@ pub struct InferResponse {
 }
 
 /// One entry of the repository index.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct IndexEntry {
     /// Model name.
     pub name: String,
@@ -219,14 +281,14 @@ pub(crate) fn parse_version(v: &str) -> Result<u64, V2Error> {
 }
 
 pub(crate) fn metadata(app: &AppState, name: &str, version: Option<u64>) -> Result<ModelMetadata, V2Error> {
-    let v = app.registry.resolve(name, version)?;
-    let info = app.registry.info(name)?;
+    let m = V2Model::resolve(app, name, version)?;
+    let info = app.registry.info(&m.v.name)?;
     Ok(ModelMetadata {
         name: name.to_string(),
         versions: info.versions.iter().map(|v| v.version.to_string()).collect(),
-        platform: super::triton::platform(&v),
-        inputs: v.config.kind.inputs(),
-        outputs: v.config.kind.outputs(&v.labels),
+        platform: super::triton::platform(&m.v),
+        inputs: m.inputs(),
+        outputs: m.outputs(),
     })
 }
 
@@ -249,9 +311,9 @@ pub async fn model_version_metadata(
 }
 
 fn ready_status(app: &AppState, model: &str, version: Option<u64>) -> Result<StatusCode, V2Error> {
-    let v = app.registry.resolve(model, version)?;
-    if v.batcher.live_workers() == 0 {
-        return Err(bad(format!("model '{model}' version {} has no live worker", v.version)));
+    let m = V2Model::resolve(app, model, version)?;
+    if m.batcher().live_workers() == 0 {
+        return Err(bad(format!("model '{model}' version {} has no live worker", m.v.version)));
     }
     Ok(StatusCode::OK)
 }
@@ -418,18 +480,18 @@ async fn run_infer(
     headers: HeaderMap,
     body: bytes::Bytes,
 ) -> Result<Response, V2Error> {
-    let v = app.registry.resolve(&model, version)?;
+    let m = V2Model::resolve(&app, &model, version)?;
     let (json_part, binary) = split_body(&headers, body)?;
     let req: InferRequest = super::error::parse_json(&json_part).map_err(V2Error)?;
-    let specs = v.config.kind.inputs();
+    let specs = m.inputs();
     let columns =
-        decode_inputs(rest_inputs(&req, binary)?, &specs, v.config.kind.as_ref(), app.limits.max_items, &model)?;
-    let out_specs = v.config.kind.outputs(&v.labels);
+        decode_inputs(rest_inputs(&req, binary)?, &specs, m.v.config.kind.as_ref(), app.limits.max_items, &model)?;
+    let out_specs = m.outputs();
     let wanted = select_outputs(&req, &out_specs, &model)?;
     let items = columns_to_items(&columns);
-    let served = super::pipeline::infer(&v, items, deadline).await.map_err(V2Error)?;
+    let served = m.infer(items, deadline).await.map_err(V2Error)?;
     let resp =
-        InferResponse { model_name: model, model_version: v.version.to_string(), id: req.id, outputs: Vec::new() };
+        InferResponse { model_name: model, model_version: m.v.version.to_string(), id: req.id, outputs: Vec::new() };
     let (json, binary_out) = encode_response(resp, &served.outs, &wanted, &out_specs, columns.batch)
         .map_err(|e| V2Error(ApiError::internal(e)))?;
     let mut hdrs = served.headers();
@@ -751,6 +813,19 @@ pub fn index_entries(app: &AppState) -> Vec<IndexEntry> {
             reason: m.last_error.clone(),
         })
         .collect();
+    // Each encoder is a model of its own under V2 (`<model>.<method>`, see [`V2Model`]).
+    for m in &known {
+        let method = m.config.as_ref().and_then(|c| c.pointer("/embedding/method")).and_then(|x| x.as_str());
+        let Some(method) = method else { continue };
+        let name = format!("{}.{method}", m.name);
+        if known.iter().any(|k| k.name == name) {
+            continue;
+        }
+        if let Some(of_model) = entries.iter().find(|e| e.name == m.name) {
+            let entry = IndexEntry { name, ..of_model.clone() };
+            entries.push(entry);
+        }
+    }
     for name in on_disk {
         if !known.iter().any(|m| m.name == name) {
             entries.push(IndexEntry { name, version: None, state: "UNLOADED", reason: None });
