@@ -146,6 +146,42 @@ async fn a_package_with_two_models_serves_anomaly_and_embed_from_pt2() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forecaster_packages_take_every_context_length_of_their_range_and_no_other() {
+    // co2-lstm (oneDNN's LSTM kernel) and elnino-gru (a scan) were exported with T in 24..=120.
+    let (tmp, dir) = repo(&["co2-lstm", "elnino-gru"], true);
+    let s = start_in(dir.clone(), Some(tmp), &[]).await;
+    assert_eq!(s.get("/health/ready").await.status(), 200);
+    for model in ["co2-lstm", "elnino-gru"] {
+        let m: serde_json::Value = s.get(&format!("/models/{model}")).await.json().await.unwrap();
+        assert_eq!(m["versions"][0]["engine"], "aoti", "{m}");
+        // Every length of the range through one queue, at once: items of one length batch together.
+        let mut calls = Vec::new();
+        for t in [24usize, 37, 60, 119, 120, 150] {
+            let series: Vec<f64> = (0..t).map(|i| 20.0 + (i as f64 * 0.52).sin()).collect();
+            calls.push(s.post_json("/forecast", json!({"model": model, "series": series, "horizon": 12})));
+        }
+        for (r, t) in futures::future::join_all(calls).await.into_iter().zip([24usize, 37, 60, 119, 120, 150]) {
+            assert_eq!(r.status(), 200, "{model} at T = {t}");
+            let b: serde_json::Value = r.json().await.unwrap();
+            assert_eq!(b["context_used"], t.min(120), "{b}");
+            assert!(b["forecast"].as_array().unwrap().iter().all(|x| x.as_f64().is_some_and(f64::is_finite)), "{b}");
+        }
+    }
+    // A config allowing more context than the package was exported for is refused at load,
+    // naming both ranges (the warm-up runs max_context).
+    edit_config(&s.dir, "elnino-gru", "max_context = 120", "max_context = 121");
+    let reg = s.registry.clone();
+    let r = tokio::task::spawn_blocking(move || reg.load("elnino-gru")).await.unwrap();
+    let e = r.unwrap_err().to_string();
+    assert!(e.contains("dimension 1 is 121") && e.contains("24..=120"), "{e}");
+    assert_eq!(
+        s.post_json("/forecast", json!({"model": "elnino-gru", "series": vec![1.0; 30], "horizon": 12})).await.status(),
+        200,
+        "the previous load keeps serving"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_packages_are_refused_with_a_reason_and_the_others_serve() {
     // A temporary directory of this test's own (the package loader unpacks under TMPDIR), so that
     // what other tests' processes unpack meanwhile is not counted.

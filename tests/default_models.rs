@@ -14,20 +14,20 @@ const DEFAULT_MODELS: [&str; 7] =
     ["digits-cnn", "co2-lstm", "cancer-ae", "digits-cgan", "digits-detector", "digits-denoiser", "elnino-gru"];
 
 /// What serves each default model as shipped (README, "Which format each default model uses").
-/// The forecasters ship as TorchScript only: torch.export specialises an RNN's time dimension,
-/// and a forecaster takes any context length from min_context to max_context. The generator has
-/// a package but its config pins TorchScript, whose outputs do not depend on the batch.
+/// Every default model has a package; the generator's config pins TorchScript, whose outputs do
+/// not depend on the batch.
 fn shipped_engine(name: &str) -> &'static str {
-    if name.ends_with("-lstm") || name.ends_with("-gru") || name == "digits-cgan" {
+    if name == "digits-cgan" {
         "torchscript"
     } else {
         "aoti"
     }
 }
 
-/// The default models with a `model.pt2`.
+/// The default models with a `model.pt2`: all of them (the forecasters with their context
+/// length dynamic, 24..120).
 fn packaged(name: &str) -> bool {
-    !(name.ends_with("-lstm") || name.ends_with("-gru"))
+    shipped_models().join(name).join("1/model.pt2").is_file()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -63,6 +63,7 @@ async fn the_packages_match_the_same_goldens() {
     // Compiled from the same weights (training/export_pt2.py); the goldens were computed with the
     // TorchScript files, and the packages agree with them within the same atol.
     let models: Vec<&str> = DEFAULT_MODELS.into_iter().filter(|n| packaged(n)).collect();
+    assert_eq!(models, DEFAULT_MODELS, "every default model ships a package");
     let s = start_as("pt2", &models).await;
     check_goldens(&s, &models, |_| "aoti").await;
 }

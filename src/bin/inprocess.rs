@@ -51,7 +51,8 @@ fn main() -> anyhow::Result<()> {
         Some("pt2") => ModelFormat::Pt2,
         Some(other) => anyhow::bail!("--format {other}: expected auto, torchscript or pt2"),
     };
-    let item = cfg.kind.warmup_item();
+    // The first warm-up item: a forecaster's shortest context.
+    let item = cfg.kind.warmup_items().swap_remove(0);
     let engine = dlserve::engine::open(&dir.join(&model).join(v.to_string()), device, format, prep, &item)
         .map_err(anyhow::Error::msg)?;
     let mut replica = engine.replica().map_err(anyhow::Error::msg)?;

@@ -206,6 +206,10 @@ pub struct InputSpec {
     pub dtype: Option<String>,
     /// Static sizes by dimension; dynamic dimensions are absent.
     pub fixed: Vec<(usize, i64)>,
+    /// Bounds of dynamic dimensions past the batch, `(dimension, lowest, highest)` inclusive
+    /// (a recurrent model's time axis, say). A lowest bound of 2 is read as 1: torch.export
+    /// specialises sizes 0 and 1, so a dimension declared from 1 is checked from 2.
+    pub ranges: Vec<(usize, i64, i64)>,
     /// Highest dimension index the checks mention, plus one.
     pub rank_at_least: usize,
 }
@@ -240,9 +244,27 @@ pub fn input_specs(wrapper_cpp: &str) -> Vec<InputSpec> {
                     spec.fixed.push((d, v));
                     spec.rank_at_least = spec.rank_at_least.max(d + 1);
                 }
-            } else if let Some((a, _)) = cond.split_once(" < ").or_else(|| cond.split_once(" > ")) {
-                if let Some(d) = dim_of(a) {
+            } else if let Some((a, b, low)) = cond
+                .split_once(" < ")
+                .map(|(a, b)| (a, b, true))
+                .or_else(|| cond.split_once(" > ").map(|(a, b)| (a, b, false)))
+            {
+                if let (Some(d), Ok(v)) = (dim_of(a), b.parse::<i64>()) {
                     spec.rank_at_least = spec.rank_at_least.max(d + 1);
+                    if d > 0 {
+                        let i = match spec.ranges.iter().position(|r| r.0 == d) {
+                            Some(i) => i,
+                            None => {
+                                spec.ranges.push((d, 1, i64::MAX));
+                                spec.ranges.len() - 1
+                            }
+                        };
+                        if low {
+                            spec.ranges[i].1 = if v == 2 { 1 } else { v };
+                        } else {
+                            spec.ranges[i].2 = v;
+                        }
+                    }
                 }
             }
         }
@@ -497,6 +519,18 @@ fn check_inputs(specs: &[InputSpec], item: &[ItemTensor]) -> Result<(), String> 
                 return Err(format!("input {i}: the package expects {d}, the kind sends {dtype}"));
             }
         }
+        for &(d, lo, hi) in &spec.ranges {
+            if let Some(&n) = it.shape.get(d - 1) {
+                if n < lo || n > hi {
+                    let top = if hi == i64::MAX { String::new() } else { hi.to_string() };
+                    return Err(format!(
+                        "input {i}: dimension {d} is {n}, but the package was exported for {lo}..={top} there \
+                         (items of shape {:?})",
+                        it.shape
+                    ));
+                }
+            }
+        }
         for &(d, v) in &spec.fixed {
             if d == 0 {
                 continue;
@@ -608,6 +642,7 @@ mod tests {
         assert_eq!(s[0].rank_at_least, 3);
         assert_eq!(s[1].dtype.as_deref(), Some("int64"));
         assert_eq!(s[1].fixed, vec![(0, 4)], "lines after the last check function are not read");
+        assert!(s[0].ranges.is_empty(), "the batch dimension's bounds are the metadata's business");
         let item = [ItemTensor::f32(vec![1, 28, 28], vec![0.0; 784]), ItemTensor::i64(vec![], vec![0])];
         assert_eq!(check_inputs(&s, &item), Ok(()));
         let wrong = [ItemTensor::f32(vec![3, 28, 28], vec![0.0; 3 * 784]), ItemTensor::i64(vec![], vec![0])];
@@ -615,6 +650,24 @@ mod tests {
         assert!(e.contains("[B, 1, 28, *]") && e.contains("[3, 28, 28]"), "{e}");
         let e = check_inputs(&s[..1], &item).unwrap_err();
         assert!(e.contains("takes 1 inputs") && e.contains("sends 2"), "{e}");
+    }
+
+    #[test]
+    fn dynamic_dimensions_past_the_batch_keep_their_bounds() {
+        // A forecaster exported with T in 24..=120 and a context dimension exported from 1.
+        let src = "AOTI_NOINLINE static void check_input_0(\n) {\n\
+            int32_t a_expected_dtype = aoti_torch_dtype_float32();\n    if (a_size[0] < 2) {\n\
+            if (a_size[0] > 1024) {\n    if (a_size[1] < 24) {\n    if (a_size[1] > 120) {\n\
+            if (1 != a_size[2]) {\n    if (a_size[3] < 2) {\n}\n";
+        let s = input_specs(src);
+        assert_eq!(s[0].ranges, vec![(1, 24, 120), (3, 1, i64::MAX)]);
+        assert_eq!(s[0].fixed, vec![(2, 1)]);
+        let item = |t: i64| [ItemTensor::f32(vec![t, 1, 1], vec![0.0; t as usize])];
+        assert_eq!(check_inputs(&s, &item(24)), Ok(()));
+        assert_eq!(check_inputs(&s, &item(120)), Ok(()));
+        let e = check_inputs(&s, &item(121)).unwrap_err();
+        assert!(e.contains("dimension 1 is 121") && e.contains("24..=120"), "{e}");
+        assert!(check_inputs(&s, &item(23)).unwrap_err().contains("is 23"));
     }
 
     #[test]

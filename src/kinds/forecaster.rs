@@ -56,8 +56,8 @@ impl Kind for Forecaster {
         vec![spec("forecast", "FP32", shape)]
     }
 
-    fn warmup_len(f: &ForecasterConfig) -> i64 {
-        f.min_context as i64
+    fn warmup_lens(f: &ForecasterConfig) -> Vec<i64> {
+        vec![f.min_context as i64, f.max_context as i64]
     }
 
     /// Variable dimensions still have limits: the history length must be in the model's range.
@@ -381,6 +381,17 @@ mod tests {
 
     fn rows(v: &[f64]) -> Vec<Vec<f64>> {
         v.iter().map(|x| vec![*x]).collect()
+    }
+
+    #[test]
+    fn warm_up_covers_both_ends_of_the_context_range() {
+        let c = crate::kinds::ModelConfig::parse(
+            "kind = \"forecaster\"\n[forecaster]\nfeatures = 1\nmin_context = 24\nmax_context = 120\nmodel_horizon = 12\nmax_horizon = 12\n",
+            "x",
+        )
+        .unwrap();
+        let lens: Vec<Vec<i64>> = c.kind.warmup_items().iter().map(|i| i[0].shape.clone()).collect();
+        assert_eq!(lens, vec![vec![24, 1], vec![120, 1]]);
     }
 
     #[test]

@@ -65,9 +65,11 @@ pub trait Kind: Send + Sync + 'static {
     fn inputs(cfg: &Self::Config) -> Vec<TensorSpec>;
     /// The model's outputs, in the order forward returns them.
     fn outputs(cfg: &Self::Config, labels: &[String]) -> Vec<TensorSpec>;
-    /// Length given to a variable dimension in warm-up forwards.
-    fn warmup_len(_cfg: &Self::Config) -> i64 {
-        1
+    /// Lengths given to variable dimensions in warm-up forwards: the first is used for every
+    /// warm-up batch, the others once each at batch 1 (the ends of a range the config allows,
+    /// so a model that cannot take them is refused at load, not at the first request).
+    fn warmup_lens(_cfg: &Self::Config) -> Vec<i64> {
+        vec![1]
     }
     /// Checks one V2 input column beyond its shape and datatype (value ranges the model's
     /// contract implies); the message names the input.
@@ -106,8 +108,9 @@ pub trait ServedKind: Send + Sync + std::fmt::Debug {
     fn inputs(&self) -> Vec<TensorSpec>;
     /// See [`Kind::outputs`].
     fn outputs(&self, labels: &[String]) -> Vec<TensorSpec>;
-    /// One zero-valued item of the contract's input shapes, for warm-up forwards.
-    fn warmup_item(&self) -> Vec<ItemTensor>;
+    /// Zero-valued items of the contract's input shapes for warm-up forwards, one per length of
+    /// [`Kind::warmup_lens`]; never empty.
+    fn warmup_items(&self) -> Vec<Vec<ItemTensor>>;
     /// See [`Kind::check_v2_input`].
     fn check_v2_input(&self, input: usize, shape: &[i64], data: &TensorData) -> Result<(), String>;
 }
@@ -142,20 +145,27 @@ impl<K: Kind> ServedKind for Typed<K> {
     fn outputs(&self, labels: &[String]) -> Vec<TensorSpec> {
         K::outputs(&self.0, labels)
     }
-    fn warmup_item(&self) -> Vec<ItemTensor> {
-        let var = K::warmup_len(&self.0);
-        K::inputs(&self.0)
-            .into_iter()
-            .map(|s| {
-                let shape: Vec<i64> = s.shape[1..].iter().map(|d| if *d < 0 { var } else { *d }).collect();
-                let n = shape.iter().product::<i64>() as usize;
-                if s.datatype == "INT64" {
-                    ItemTensor::i64(shape, vec![0; n])
-                } else {
-                    ItemTensor::f32(shape, vec![0.0; n])
-                }
-            })
-            .collect()
+    fn warmup_items(&self) -> Vec<Vec<ItemTensor>> {
+        let item = |var: i64| -> Vec<ItemTensor> {
+            K::inputs(&self.0)
+                .into_iter()
+                .map(|s| {
+                    let shape: Vec<i64> = s.shape[1..].iter().map(|d| if *d < 0 { var } else { *d }).collect();
+                    let n = shape.iter().product::<i64>() as usize;
+                    if s.datatype == "INT64" {
+                        ItemTensor::i64(shape, vec![0; n])
+                    } else {
+                        ItemTensor::f32(shape, vec![0.0; n])
+                    }
+                })
+                .collect()
+        };
+        let mut lens = K::warmup_lens(&self.0);
+        lens.dedup();
+        if lens.is_empty() {
+            lens.push(1);
+        }
+        lens.into_iter().map(item).collect()
     }
     fn check_v2_input(&self, input: usize, shape: &[i64], data: &TensorData) -> Result<(), String> {
         K::check_v2_input(&self.0, input, shape, data)
@@ -413,7 +423,9 @@ std = [0.3081]
     fn warm_up_items_follow_the_inputs() {
         let g = "kind = \"generator\"\n[generator]\nlatent_dim = 4\nnum_classes = 3\noutput_shape = [1, 2, 2]\n";
         let c = ModelConfig::parse(g, "x").unwrap();
-        let item = c.kind.warmup_item();
+        let items = c.kind.warmup_items();
+        assert_eq!(items.len(), 1);
+        let item = &items[0];
         assert_eq!(item.len(), 2);
         assert_eq!(item[0], ItemTensor::f32(vec![4], vec![0.0; 4]));
         assert_eq!(item[1], ItemTensor::i64(vec![], vec![0]));

@@ -146,10 +146,10 @@ fn load_version(
         method: None,
     };
     let vdir = dir.join(version.to_string());
-    let item = cfg.kind.warmup_item();
+    let items = cfg.kind.warmup_items();
     let check = |shapes: &[Vec<i64>]| cfg.check_outputs(&labels, shapes);
     let format = cfg.manifest.format;
-    let queue = Queue { name, version, dir: &vdir, device, format, batching: &batching, item: &item };
+    let queue = Queue { name, version, dir: &vdir, device, format, batching: &batching, items: &items };
     let (engine_name, replicas, engine, batching) = queue.open(prep.clone(), &check)?;
     // `[embedding]`: a second queue on the same file whose batches run the encoder method.
     let embedder = match &cfg.manifest.embedding {
@@ -202,7 +202,8 @@ struct Queue<'a> {
     device: Device,
     format: crate::manifest::ModelFormat,
     batching: &'a crate::manifest::BatchingConfig,
-    item: &'a [ItemTensor],
+    /// Warm-up items: the first for every warm-up batch, the others once each at batch 1.
+    items: &'a [Vec<ItemTensor>],
 }
 
 /// Checks a warm-up's per-item output shapes against a contract.
@@ -224,7 +225,7 @@ impl Queue<'_> {
     fn open(&self, prep: ReplicaPrep, check: &ShapeCheck<'_>) -> Result<Opened, LoadError> {
         let (name, version) = (self.name, self.version);
         let engine_error = |message: String| LoadError::Engine { model: name.into(), version, message };
-        let engine = engine::open(self.dir, self.device, self.format, prep, self.item).map_err(engine_error)?;
+        let engine = engine::open(self.dir, self.device, self.format, prep, &self.items[0]).map_err(engine_error)?;
         let file = engine.file();
         let mut batching = self.batching.clone();
         match engine.batch_limit() {
@@ -257,8 +258,13 @@ impl Queue<'_> {
         };
         for (r, replica) in replicas.iter_mut().enumerate() {
             let sizes: &[usize] = if r == 0 && !batching.fixed_batch_size && max > 1 { &[1, max] } else { &[max] };
-            for &b in sizes {
-                let batch: Vec<&[ItemTensor]> = (0..b).map(|_| self.item).collect();
+            let mut runs: Vec<(usize, &[ItemTensor])> = sizes.iter().map(|&b| (b, self.items[0].as_slice())).collect();
+            if r == 0 {
+                let at = if batching.fixed_batch_size { max } else { 1 };
+                runs.extend(self.items[1..].iter().map(|i| (at, i.as_slice())));
+            }
+            for (b, item) in runs {
+                let batch: Vec<&[ItemTensor]> = (0..b).map(|_| item).collect();
                 let out = replica.forward(&batch).map_err(|e| match e {
                     InferError::Forward(m) => warmup("warm-up forward failed", b, m),
                     other => warmup("warm-up", b, other.to_string()),
