@@ -5,7 +5,7 @@ export PATH := $(CURDIR)/.venv/bin:$(PATH)
 CARGO ?= cargo
 ADDR ?= 127.0.0.1:8080
 
-.PHONY: setup build run test fresh-check openapi models fixtures bench bench-formats bench-protocols bench-threads stress docker-smoke lint
+.PHONY: setup build run test fresh-check openapi models fixtures bench bench-formats bench-kinds bench-protocols bench-threads stress docker-smoke lint
 
 setup:
 	@scripts/setup
@@ -53,6 +53,7 @@ bench: build
 	@scripts/bench-setup
 	.cache/bench-venv/bin/python scripts/bench $(BENCH_ARGS)
 	.cache/bench-venv/bin/python scripts/bench-formats $(if $(findstring --quick,$(BENCH_ARGS)),--quick,)
+	.cache/bench-venv/bin/python scripts/bench-kinds $(if $(findstring --quick,$(BENCH_ARGS)),--quick,)
 	scripts/bench-protocols
 
 # The Open Inference Protocol's wire formats, REST JSON, REST binary and gRPC, on every default
@@ -65,6 +66,13 @@ bench-protocols: build
 bench-formats: build
 	@scripts/bench-setup
 	.cache/bench-venv/bin/python scripts/bench-formats $(BENCH_ARGS)
+
+# POST /detect, /denoise and /embed (rows and images) against the FastAPI peer (torchvision NMS), batching
+# on vs off, after an answer check (about 8 min; bench/kinds.json, BENCHMARKS.md "Detector, denoiser and
+# embeddings against FastAPI"). BENCH_ARGS=--quick for a smoke run that leaves BENCHMARKS.md alone.
+bench-kinds: build
+	@scripts/bench-setup
+	.cache/bench-venv/bin/python scripts/bench-kinds $(BENCH_ARGS)
 
 # Intra-op threads per model: 1 vs one per core vs the server's rule, all four models served
 # (about 10 min; writes bench/threads.json, prints markdown tables; BENCHMARKS.md "Threads per model").

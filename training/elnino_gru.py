@@ -92,10 +92,9 @@ def export_spec():
     """(module class, example inputs, dynamic dims) for rebuilding the eager module and torch.export-ing it with
     weights from torch.jit.load(model.pt).state_dict(): input 0 is [B, T, 1] with B dynamic.
 
-    T is NOT declared dynamic: torch.export (torch 2.11) decomposes nn.GRU / nn.LSTM into a loop over time steps and
-    specialises the time dimension ("Constraints violated (time)"), for co2-lstm's LSTM as well. The example uses
-    T = MAX_T = 120, the context the server sends when the history is long enough; an exported program serves
-    exactly that T (one export per context length otherwise; TorchScript accepts any T)."""
+    Exported as it is, torch.export (torch 2.11) decomposes nn.GRU into a loop over time steps and specialises T
+    ("Constraints violated (time)"). training/export_pt2.py exports the shipped package with T dynamic (24..120)
+    through pt2.last_step_rnns, which runs the GRU as one scan over T with the same parameters; see training/pt2.py."""
     return ElNinoGRU, (torch.zeros(2, MAX_T, 1),), {"batch": [(0, 0)]}
 
 

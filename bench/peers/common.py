@@ -8,6 +8,11 @@ models/<name>/config.toml, so that every server does the same work per request:
               rolled until the horizon is covered -> unscaled
   anomaly     rows -> scaled -> reconstruction -> mean squared error score + top-3 features
   generator   seed -> z ~ N(0,1) [n,64], labels -> [n,1,28,28] in [-1,1] -> uint8 -> PNG grid
+  detector    PNG -> gray in [0,1] -> invert if the border is light -> letterbox (triangle filter) ->
+              (x - mean) / std -> candidates -> objectness x class prob -> torchvision batched_nms ->
+              boxes back in upload pixels
+  denoiser    PNG -> gray -> invert if light -> [1,28,28] in [0,1] -> forward (or `encode` for /embed)
+              -> uint8 in the upload's polarity -> PNG
 """
 import io
 import json
@@ -24,7 +29,7 @@ def load_config(model_dir):
     with open(os.path.join(model_dir, "config.toml"), "rb") as f:
         cfg = tomllib.load(f)
     labels = None
-    name = (cfg.get("classifier") or cfg.get("generator") or {}).get("labels_file")
+    name = (cfg.get("classifier") or cfg.get("generator") or cfg.get("detector") or {}).get("labels_file")
     if name and os.path.exists(os.path.join(model_dir, name)):
         with open(os.path.join(model_dir, name)) as f:
             labels = [line.strip() for line in f if line.strip()]
@@ -193,3 +198,155 @@ def generator_png(images):
 
 def dumps(obj):
     return json.dumps(obj, separators=(",", ":"))
+
+
+# ---------------------------------------------------------------- images as dlserve reads them
+# The detector, denoiser and image-embedding peers (bench/peers/fastapi_app.py; scripts/bench-kinds)
+# reproduce dlserve's image path exactly enough that their answers can be compared number for number:
+# decoding (src/kinds/classifier.rs from_image_on), the image crate's triangle-filter resize
+# (imageops::resize, FilterType::Triangle), the border-mean inversion rule and the letterbox.
+def image_gray(data, background=1.0):
+    """Encoded image bytes -> float32 [H, W] in [0, 1], one channel, as dlserve decodes for a
+    one-channel model: 8-bit gray exactly (value / 255); alpha composited onto `background` with
+    BT.601 luma; RGB with the image crate's Rec. 709 luma."""
+    try:
+        img = Image.open(io.BytesIO(data))
+        img.load()
+    except Exception as e:  # noqa: BLE001
+        raise BadRequest(f"undecodable image: {e}")
+    if img.mode in ("L", "1"):
+        return np.asarray(img.convert("L"), dtype=np.float32) / np.float32(255.0)
+    if "A" in img.getbands() or "transparency" in img.info:
+        rgba = np.asarray(img.convert("RGBA"), dtype=np.float32) / np.float32(255.0)
+        a = rgba[..., 3]
+        over = [rgba[..., c] * a + np.float32(background) * (1 - a) for c in range(3)]
+        return (np.float32(0.299) * over[0] + np.float32(0.587) * over[1] + np.float32(0.114) * over[2]).astype(np.float32)
+    rgb = np.asarray(img.convert("RGB"), dtype=np.float32) / np.float32(255.0)
+    return (np.float32(0.2126) * rgb[..., 0] + np.float32(0.7152) * rgb[..., 1]
+            + np.float32(0.0722) * rgb[..., 2]).astype(np.float32)
+
+
+def _triangle_weights(n_in, n_out):
+    """[n_out, n_in] weights of the image crate's triangle filter along one axis (sample.rs
+    vertical_sample / horizontal_sample: support 1 widened by the downscale ratio, normalised)."""
+    ratio = np.float32(n_in) / np.float32(n_out)
+    sratio = max(ratio, np.float32(1.0))
+    support = np.float32(1.0) * sratio
+    w = np.zeros((n_out, n_in), dtype=np.float32)
+    for o in range(n_out):
+        centre = (np.float32(o) + np.float32(0.5)) * ratio
+        left = min(max(math.floor(centre - support), 0), n_in - 1)
+        right = min(max(math.ceil(centre + support), left + 1), n_in)
+        centre = centre - np.float32(0.5)
+        i = np.arange(left, right, dtype=np.float32)
+        k = np.maximum(np.float32(0.0), np.float32(1.0) - np.abs((i - centre) / sratio)).astype(np.float32)
+        w[o, left:right] = k / k.sum(dtype=np.float32)
+    return w
+
+
+_WEIGHTS = {}
+
+
+def resize_triangle(gray, w, h):
+    """float32 [H, W] -> [h, w] as image::imageops::resize(Triangle) on a Luma<f32> image: the
+    vertical pass, then the horizontal one, clamped to [0, 1]; untouched when already that size."""
+    H, W = gray.shape
+    if (W, H) == (w, h):
+        return gray
+    for key in ((H, h), (W, w)):
+        if key not in _WEIGHTS:
+            _WEIGHTS[key] = _triangle_weights(*key)
+    wy, wx = _WEIGHTS[(H, h)], _WEIGHTS[(W, w)]
+    return np.clip(wy @ gray @ wx.T, 0.0, 1.0).astype(np.float32)
+
+
+def should_invert(gray, policy):
+    """dlserve's InvertPolicy: auto inverts when the one-pixel border's mean is above 0.5."""
+    if policy == "always":
+        return True
+    if policy == "never":
+        return False
+    border = np.concatenate([gray[0, :], gray[-1, :], gray[:, 0], gray[:, -1]])
+    return float(border.mean(dtype=np.float64)) > 0.5
+
+
+def _round_half_away(x):
+    return math.floor(x + 0.5)
+
+
+# ---------------------------------------------------------------- detector
+def detector_prepare(gray, dcfg):
+    """gray [H, W] in [0, 1] -> (normalised [1, CH, CW] tensor, placement, inverted), as
+    src/kinds/detector.rs prepare: inversion from the upload's border, letterbox (or stretch) with
+    the triangle filter, black padding, (v - mean) / std."""
+    c, ch, cw = dcfg["input_shape"]
+    if c != 1:
+        raise BadRequest("the peer serves one-channel detectors only")
+    h, w = gray.shape
+    inv = should_invert(gray, dcfg.get("invert", "auto"))
+    if dcfg.get("resize", "letterbox") == "stretch":
+        place = {"scale_x": np.float32(cw) / np.float32(w), "scale_y": np.float32(ch) / np.float32(h),
+                 "pad_x": 0, "pad_y": 0, "width": w, "height": h}
+        nw, nh = cw, ch
+    else:
+        s = min(np.float32(cw) / np.float32(w), np.float32(ch) / np.float32(h))
+        nw = min(max(_round_half_away(float(np.float32(w) * s)), 1), cw)
+        nh = min(max(_round_half_away(float(np.float32(h) * s)), 1), ch)
+        place = {"scale_x": s, "scale_y": s, "pad_x": (cw - nw) // 2, "pad_y": (ch - nh) // 2, "width": w, "height": h}
+    v = np.clip(resize_triangle(gray, nw, nh), 0.0, 1.0)
+    if inv:
+        v = np.float32(1.0) - v
+    m, sd = np.float32(dcfg["mean"][0]), np.float32(dcfg["std"][0])
+    canvas = np.full((ch, cw), (np.float32(0.0) - m) / sd, dtype=np.float32)
+    canvas[place["pad_y"]:place["pad_y"] + nh, place["pad_x"]:place["pad_x"] + nw] = (v - m) / sd
+    return torch.from_numpy(canvas).unsqueeze(0), place, inv
+
+
+def detector_postprocess(cands, labels, score_threshold, iou_threshold, max_detections, place):
+    """cands: [N, 5 + K] -> detections, best first: score = objectness x best class probability,
+    >= score_threshold, class-wise NMS (torchvision.ops.batched_nms, suppressing IoU > threshold),
+    the best max_detections, boxes mapped back through the placement and clamped to the upload."""
+    from torchvision.ops import batched_nms  # the bench venv has it; the TorchServe handlers never call this
+
+    prob, cls = cands[:, 5:].max(dim=1)
+    scores = cands[:, 4] * prob
+    keep = scores >= torch.tensor(score_threshold, dtype=torch.float32)
+    boxes, scores, cls = cands[keep, :4], scores[keep], cls[keep]
+    order = batched_nms(boxes, scores, cls, float(iou_threshold))[:max_detections]
+    w, h = float(place["width"]), float(place["height"])
+    sx, sy = float(place["scale_x"]), float(place["scale_y"])
+    px, py = float(place["pad_x"]), float(place["pad_y"])
+    out = []
+    for b, s, k in zip(boxes[order].tolist(), scores[order].tolist(), cls[order].tolist()):
+        out.append({"label": labels[k] if labels and k < len(labels) else str(k), "index": int(k), "score": s,
+                    "box": {"x_min": min(max((b[0] - px) / sx, 0.0), w), "y_min": min(max((b[1] - py) / sy, 0.0), h),
+                            "x_max": min(max((b[2] - px) / sx, 0.0), w), "y_max": min(max((b[3] - py) / sy, 0.0), h)}})
+    return out
+
+
+# ---------------------------------------------------------------- denoiser (and image embeddings)
+def denoiser_prepare(gray, dcfg):
+    """gray [H, W] in [0, 1] -> ([1, H', W'] tensor in [0, 1] in the model's polarity, inverted),
+    as src/kinds/denoiser.rs prepare (no mean/std)."""
+    c, h, w = dcfg["input_shape"]
+    if c != 1:
+        raise BadRequest("the peer serves one-channel denoisers only")
+    inv = should_invert(gray, dcfg.get("invert", "auto"))
+    v = np.clip(resize_triangle(gray, w, h), 0.0, 1.0)
+    if inv:
+        v = np.float32(1.0) - v
+    return torch.from_numpy(np.ascontiguousarray(v, dtype=np.float32)).unsqueeze(0), inv
+
+
+def denoiser_pixels(out, inverted):
+    """[1, H, W] output -> uint8 [H, W] in the upload's polarity (to_pixels: clamp, invert back, round)."""
+    v = out[0].clamp(0.0, 1.0).numpy()
+    if inverted:
+        v = np.float32(1.0) - v
+    return np.floor(v * np.float32(255.0) + np.float32(0.5)).astype(np.uint8)
+
+
+def png_gray(pixels):
+    buf = io.BytesIO()
+    Image.fromarray(pixels, mode="L").save(buf, format="PNG")
+    return buf.getvalue()
