@@ -101,10 +101,11 @@ SOAK_MINUTES ?= 10
 FUZZ_SECONDS ?= 120
 stress: build
 	@mkdir -p bench/out
-	rm -f bench/out/overload.json bench/out/soak.json bench/out/soak.md bench/out/fuzz.json bench/out/decode.json bench/out/conn.json
+	rm -f bench/out/overload.json bench/out/soak.json bench/out/soak.md bench/out/fuzz.json bench/out/decode.json bench/out/conn.json bench/out/tls.json
 	-scripts/stress-overload --out bench/out/overload.json
 	-scripts/stress-decode --out bench/out/decode.json
 	-scripts/stress-conn --out bench/out/conn.json
+	-scripts/stress-tls --out bench/out/tls.json
 	-scripts/stress-soak $(SOAK_MINUTES) --out bench/out/soak.json --md bench/out/soak.md
 	-scripts/fuzz $(FUZZ_SECONDS)
 	scripts/stress-report bench/out STRESS.md
