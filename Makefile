@@ -57,7 +57,7 @@ bench: build
 	scripts/bench-protocols
 
 # The Open Inference Protocol's wire formats, REST JSON, REST binary and gRPC, on every default
-# model in one run (about 8 min; BENCHMARKS.md "REST JSON, REST binary and gRPC").
+# model in one run (about 17 min on 2026-12-03; BENCHMARKS.md "REST JSON, REST binary and gRPC").
 bench-protocols: build
 	scripts/bench-protocols $(PROTOCOLS_ARGS)
 
@@ -68,7 +68,7 @@ bench-formats: build
 	.cache/bench-venv/bin/python scripts/bench-formats $(BENCH_ARGS)
 
 # POST /detect, /denoise and /embed (rows and images) against the FastAPI peer (torchvision NMS), batching
-# on vs off, after an answer check (about 8 min; bench/kinds.json, BENCHMARKS.md "Detector, denoiser and
+# on vs off, after an answer check (about 7 min; bench/kinds.json, BENCHMARKS.md "Detector, denoiser and
 # embeddings against FastAPI"). BENCH_ARGS=--quick for a smoke run that leaves BENCHMARKS.md alone.
 bench-kinds: build
 	@scripts/bench-setup
