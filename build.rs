@@ -12,6 +12,7 @@
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
     compile_grpc();
+    embed_ui();
     println!("cargo:rerun-if-changed=src/engine/aoti_shim.cpp");
     println!("cargo:rerun-if-env-changed=LIBTORCH_CXX11_ABI");
     // DLSERVE_NO_CUDA=1 builds a CPU-only binary that does not need libtorch_cuda at run time
@@ -37,6 +38,41 @@ fn main() {
     }
     println!("cargo:rustc-link-arg=-ltorch");
     println!("cargo:rustc-link-arg=-Wl,--as-needed");
+}
+
+/// Lists every file under `ui/` (the playground, the API docs page and their vendored assets) for
+/// `include_bytes!` in `src/api/ui.rs`, so the binary serves them with nothing read from disk or any
+/// other host. Scripts (`*.sh`) and dot-files are left out.
+fn embed_ui() {
+    println!("cargo:rerun-if-changed=ui");
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("ui");
+    let mut files = Vec::new();
+    fn walk(dir: &std::path::Path, root: &std::path::Path, out: &mut Vec<(String, std::path::PathBuf)>) {
+        let Ok(entries) = std::fs::read_dir(dir) else { return };
+        for e in entries.flatten() {
+            let p = e.path();
+            let name = e.file_name().to_string_lossy().to_string();
+            if name.starts_with('.') || name.ends_with(".sh") {
+                continue;
+            }
+            if p.is_dir() {
+                walk(&p, root, out);
+            } else if let Ok(rel) = p.strip_prefix(root) {
+                out.push((rel.to_string_lossy().replace('\\', "/"), p.clone()));
+            }
+        }
+    }
+    walk(&root, &root, &mut files);
+    files.sort();
+    let mut code = String::from(
+        "/// Every file under `ui/`, by its path relative to `ui/`.\npub static UI_ASSETS: &[(&str, &[u8])] = &[\n",
+    );
+    for (rel, path) in files {
+        code.push_str(&format!("    ({rel:?}, include_bytes!({:?})),\n", path.display().to_string()));
+    }
+    code.push_str("];\n");
+    let out = std::path::PathBuf::from(std::env::var("OUT_DIR").expect("cargo sets OUT_DIR")).join("ui_assets.rs");
+    std::fs::write(out, code).expect("OUT_DIR is writable");
 }
 
 /// Builds the AOTInductor shim as a static library. The headers sit beside the library directory

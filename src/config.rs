@@ -130,6 +130,25 @@ pub struct Args {
     #[arg(long, env = "DLSERVE_DRAIN_TIMEOUT_SECS", default_value_t = 30)]
     pub drain_timeout_secs: u64,
 
+    /// Serve the playground and docs pages (`/`, `/docs`, `/ui/...`) from this directory, read on every
+    /// request, instead of the copies built into the binary (for working on the pages).
+    #[arg(long, env = "DLSERVE_UI_DIR")]
+    pub ui_dir: Option<std::path::PathBuf>,
+
+    /// Export OpenTelemetry traces over OTLP/HTTP (protobuf) to this collector, e.g.
+    /// `http://127.0.0.1:4318` (`/v1/traces` is added). Off when unset. Sampling follows
+    /// `OTEL_TRACES_SAMPLER` and `OTEL_TRACES_SAMPLER_ARG` (default: parentbased_always_on).
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
+
+    /// The full OTLP/HTTP URL for traces, used as is (overrides `--otlp-endpoint`).
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")]
+    pub otlp_traces_endpoint: Option<String>,
+
+    /// `service.name` of the exported spans.
+    #[arg(long, env = "OTEL_SERVICE_NAME", default_value = "dlserve")]
+    pub otel_service_name: String,
+
     /// Log format; the level filter comes from RUST_LOG (default info).
     #[arg(long, env = "DLSERVE_LOG_FORMAT", value_enum, default_value = "human")]
     pub log_format: LogFormat,

@@ -5,12 +5,13 @@
 //! | layer | modules |
 //! |---|---|
 //! | 0 (leaves) | [`tensor`], [`device`], [`metrics`], [`config`], [`npz`] |
-//! | 1 | [`manifest`], [`telemetry`], [`tls`] |
+//! | 1 | [`manifest`], [`telemetry`], [`tls`], [`traces`] |
 //! | 2 | [`engine`], [`kinds`] |
 //! | 3 | [`batching`] |
 //! | 4 | [`registry`] |
-//! | 5 | [`api`] |
-//! | 6 | [`server`] |
+//! | 5 | [`decoding`] |
+//! | 6 | [`api`] |
+//! | 7 | [`server`] |
 //!
 //! `main` parses [`config::Args`] and runs [`server::Server::build`]; the tests start the very
 //! same builder and talk to it over real HTTP.
@@ -22,6 +23,7 @@
 pub mod api;
 pub mod batching;
 pub mod config;
+pub mod decoding;
 pub mod device;
 pub mod engine;
 pub mod kinds;
@@ -33,6 +35,7 @@ pub mod server;
 pub mod telemetry;
 pub mod tensor;
 pub mod tls;
+pub mod traces;
 
 pub use server::{app, bind, serve};
 

@@ -40,6 +40,7 @@ impl Server {
             anyhow::bail!("--models-dir {}: not a directory", args.models_dir.display());
         }
         let default_models = default_models(args)?;
+        let tracer = tracer(args)?;
         crate::engine::set_inter_op_threads(args.inter_op_threads);
         let metrics = crate::metrics::Metrics::new();
         let registry = Arc::new(Registry::new(
@@ -88,6 +89,8 @@ impl Server {
                 },
                 Duration::from_millis(args.decode_wait_ms),
             ),
+            ui_dir: args.ui_dir.clone(),
+            tracer,
         }));
         Ok(Server { state, registry, intra_op_threads: intra })
     }
@@ -109,6 +112,25 @@ impl Server {
 }
 
 /// `--default-model kind=name` pairs, each kind checked against the registered kinds.
+/// The OpenTelemetry exporter, when an endpoint is configured (its errors name the flag or variable).
+fn tracer(args: &Args) -> anyhow::Result<Option<Arc<crate::traces::Tracer>>> {
+    let (endpoint, exact) = match (&args.otlp_traces_endpoint, &args.otlp_endpoint) {
+        (Some(e), _) if !e.trim().is_empty() => (e.clone(), true),
+        (_, Some(e)) if !e.trim().is_empty() => (e.clone(), false),
+        _ => return Ok(None),
+    };
+    let var = |k: &str| std::env::var(k).ok();
+    let sampler = crate::traces::Sampler::from_env(
+        var("OTEL_TRACES_SAMPLER").as_deref(),
+        var("OTEL_TRACES_SAMPLER_ARG").as_deref(),
+    )
+    .map_err(|m| anyhow::anyhow!(m))?;
+    let t = crate::traces::Tracer::start(&endpoint, exact, &args.otel_service_name, sampler)
+        .map_err(|m| anyhow::anyhow!(m))?;
+    tracing::info!(endpoint = %endpoint, ?sampler, service = %args.otel_service_name, "exporting OpenTelemetry traces");
+    Ok(Some(t))
+}
+
 fn default_models(args: &Args) -> anyhow::Result<HashMap<&'static str, String>> {
     let mut out = HashMap::new();
     for (kind, name) in args.default_models().map_err(anyhow::Error::msg)? {

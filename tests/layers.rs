@@ -14,12 +14,14 @@ const LAYERS: &[(&str, u32)] = &[
     ("manifest", 1),
     ("telemetry", 1),
     ("tls", 1),
+    ("traces", 1),
     ("engine", 2),
     ("kinds", 2),
     ("batching", 3),
     ("registry", 4),
-    ("api", 5),
-    ("server", 6),
+    ("decoding", 5),
+    ("api", 6),
+    ("server", 7),
 ];
 
 fn layer(module: &str) -> Option<u32> {

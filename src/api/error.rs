@@ -242,6 +242,13 @@ impl ApiError {
         status
     }
 
+    /// The domain shape's body (5xx details logged here), for an error inside a response already
+    /// under way (a stream's `error` event).
+    pub fn into_body(self) -> ErrorBody {
+        let message = self.client_message();
+        ErrorBody { error: ErrorDetail { ty: self.ty, message, field: self.field } }
+    }
+
     /// Renders in the Open Inference Protocol's shape, `{"error": "..."}`.
     pub fn into_v2_response(self) -> Response {
         let status = self.status();

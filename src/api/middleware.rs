@@ -113,9 +113,27 @@ pub async fn record(State(app): State<AppState>, format: ErrorFormat, req: Reque
     tracing::Span::current().record("route", route.as_str());
     let inference = crate::kinds::KINDS.iter().any(|k| k.endpoint.split_once(' ').is_some_and(|(_, p)| p == route))
         || route.ends_with("/infer");
-    // A bad deadline header is the handler's to refuse; here only a valid one matters.
-    let deadline = if inference { app.deadline(req.headers(), req.extensions()).ok() } else { None };
-    let mut res = next.run(req).await;
+    // A bad deadline header is the handler's to refuse; here only a valid one matters. For
+    // `/complete` the deadline bounds the time to the first token, not the whole generation.
+    let deadline =
+        if inference && route != "/complete" { app.deadline(req.headers(), req.extensions()).ok() } else { None };
+    let traced = match (&app.tracer, inference) {
+        (Some(t), true) => {
+            let parent = req.headers().get("traceparent").and_then(|v| v.to_str().ok());
+            t.start_request(parent).map(|(ctx, parent)| {
+                let start = req
+                    .extensions()
+                    .get::<super::Arrival>()
+                    .map_or_else(std::time::SystemTime::now, |a| crate::traces::wall(a.0));
+                (crate::traces::Traced { ctx, tracer: t.clone() }, parent, start, req.method().to_string())
+            })
+        }
+        _ => None,
+    };
+    let mut res = match &traced {
+        Some((t, ..)) => crate::traces::scope(t.clone(), next.run(req)).await,
+        None => next.run(req).await,
+    };
     if let Some(dl) = deadline {
         // The batcher answers 504 when a result is not ready by the deadline, but decoding,
         // post-processing and encoding on a starved CPU can still finish after it: such a
@@ -150,6 +168,31 @@ pub async fn record(State(app): State<AppState>, format: ErrorFormat, req: Reque
             _ => "error",
         };
         app.metrics.requests.with_label_values(&["http", &route, &model, outcome]).inc();
+    }
+    if let Some((t, parent, start, method)) = traced {
+        use crate::traces::Attr;
+        let status = res.status().as_u16();
+        let mut attrs = vec![
+            ("http.request.method", Attr::Str(method.clone())),
+            ("http.route", Attr::Str(route.clone())),
+            ("http.response.status_code", Attr::Int(status as i64)),
+        ];
+        for (key, h) in [("dlserve.model", &MODEL_HEADER), ("dlserve.model.version", &super::VERSION_HEADER)] {
+            if let Some(v) = res.headers().get(h).and_then(|v| v.to_str().ok()) {
+                attrs.push((key, Attr::Str(v.to_string())));
+            }
+        }
+        t.tracer.emit(crate::traces::SpanRecord {
+            ctx: t.ctx,
+            parent,
+            name: format!("{method} {route}"),
+            server: true,
+            start,
+            end: std::time::SystemTime::now(),
+            attrs,
+            links: Vec::new(),
+            error: status >= 500,
+        });
     }
     res
 }

@@ -5,6 +5,7 @@
 
 pub mod anomaly;
 pub mod classify;
+pub mod complete;
 pub mod denoise;
 pub mod detect;
 pub mod embed;
@@ -18,6 +19,7 @@ pub mod middleware;
 pub mod models;
 pub mod pipeline;
 pub mod triton;
+pub mod ui;
 pub mod v2;
 
 use crate::batching::{Deadline, Timing};
@@ -82,6 +84,10 @@ pub struct App {
     pub draining: AtomicBool,
     /// Memory that image decoding may hold at once, across requests.
     pub decode_budget: images::DecodeBudget,
+    /// Where the pages are read from instead of the built-in copies (`--ui-dir`).
+    pub ui_dir: Option<std::path::PathBuf>,
+    /// OpenTelemetry traces, when `--otlp-endpoint` is set.
+    pub tracer: Option<Arc<crate::traces::Tracer>>,
 }
 
 /// The axum state: a cheap clone of the shared app.
@@ -269,11 +275,11 @@ pub struct ModelSelector {
 #[openapi(
     info(
         title = "dlserve",
-        description = "HTTP model server for TorchScript models: CNN classifiers (`POST /classify`), LSTM forecasters (`POST /forecast`), autoencoder anomaly scorers (`POST /anomaly`) and GAN generators (`GET /generate`), with dynamic batching, and the Open Inference Protocol (KServe V2) under `/v2`.\n\nEvery non-2xx response outside `/v2` has the body `{\"error\": {\"type\", \"message\", \"field\"}}`; under `/v2` it is `{\"error\": \"...\"}` as the protocol prescribes. Inference responses carry `x-model-name`, `x-model-version` and `Server-Timing` (queue and compute milliseconds). The `x-deadline-ms` request header sets the inference deadline.",
+        description = "HTTP model server for PyTorch models (TorchScript and torch.export packages): CNN classifiers (`POST /classify`), LSTM forecasters (`POST /forecast`), autoencoder anomaly scorers (`POST /anomaly`), GAN generators (`GET /generate`), detectors (`POST /detect`), denoisers (`POST /denoise`), encoders (`POST /embed`) and recurrent language models (`POST /complete`, streamed as Server-Sent Events), with dynamic batching and continuous batching of decoding steps, and the Open Inference Protocol (KServe V2) under `/v2`.\n\nEvery non-2xx response outside `/v2` has the body `{\"error\": {\"type\", \"message\", \"field\"}}`; under `/v2` it is `{\"error\": \"...\"}` as the protocol prescribes. Inference responses carry `x-model-name`, `x-model-version` and `Server-Timing` (queue and compute milliseconds). The `x-deadline-ms` request header sets the inference deadline.",
         license(name = "Apache-2.0")
     ),
     tags(
-        (name = "inference", description = "The four domain endpoints"),
+        (name = "inference", description = "The domain endpoints, one per kind of model"),
         (name = "models", description = "Model registry and admin"),
         (name = "operations", description = "Health, metrics and API description"),
         (name = "v2", description = "Open Inference Protocol (KServe V2) REST API")
@@ -306,6 +312,7 @@ pub fn domain_router() -> OpenApiRouter<AppState> {
         .routes(routes!(detect::detect))
         .routes(routes!(denoise::denoise))
         .routes(routes!(embed::embed))
+        .routes(routes!(complete::complete))
         .routes(routes!(models::list_models))
         .routes(routes!(models::get_model))
         .routes(routes!(models::load_model))
@@ -334,13 +341,15 @@ fn routers() -> (axum::Router<AppState>, axum::Router<AppState>, utoipa::openapi
 pub fn routes(state: &AppState) -> axum::Router<AppState> {
     let (domain, v2, doc) = routers();
     let doc = Arc::new(doc);
-    let domain = domain.route(
-        "/openapi.json",
-        axum::routing::get(move || {
-            let doc = doc.clone();
-            async move { axum::Json((*doc).clone()) }
-        }),
-    );
+    let domain = domain
+        .route(
+            "/openapi.json",
+            axum::routing::get(move || {
+                let doc = doc.clone();
+                async move { axum::Json((*doc).clone()) }
+            }),
+        )
+        .merge(ui::router());
     middleware::error_layers(domain, state, error::ErrorFormat::Domain)
         .merge(middleware::error_layers(v2, state, error::ErrorFormat::V2))
         .fallback(middleware::not_found)

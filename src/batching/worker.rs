@@ -27,6 +27,8 @@ struct Entry {
     deadline: Instant,
     deadline_ms: u64,
     tx: Reply,
+    /// The traced request it belongs to, when traces are on and the request was sampled.
+    trace: Option<crate::traces::Traced>,
 }
 
 impl Pending for Entry {
@@ -193,6 +195,7 @@ impl Batcher {
             return Err(deadline.exceeded());
         }
         let now = Instant::now();
+        let trace = crate::traces::current();
         let deadline_at = deadline.at;
         let deadline_ms = deadline.budget.as_millis() as u64;
         let mut rxs = Vec::with_capacity(items.len());
@@ -202,7 +205,7 @@ impl Batcher {
                 let (tx, rx) = oneshot::channel();
                 rxs.push(rx);
                 let key = BatchKey(inputs.iter().map(|t| (t.data.elem() as u8, t.shape.clone())).collect());
-                Entry { inputs, key, at: now, deadline: deadline_at, deadline_ms, tx }
+                Entry { inputs, key, at: now, deadline: deadline_at, deadline_ms, tx, trace: trace.clone() }
             })
             .collect();
         let n = entries.len();
@@ -350,6 +353,9 @@ fn run_batch(shared: &Shared, replica: &mut dyn Replica, batch: Vec<Entry>) {
     shared.metrics.batch_size.with_label_values(&labels).observe(n as f64);
     let waits = shared.metrics.queue_wait.with_label_values(&labels);
     let waits_of: Vec<Duration> = batch.iter().map(|e| start.saturating_duration_since(e.at)).collect();
+    if batch.iter().any(|e| e.trace.is_some()) {
+        trace_batch(shared, &batch, start, compute_time, result.is_err());
+    }
     match result {
         Ok(per_item) => {
             let replies: Vec<_> = batch
@@ -380,6 +386,53 @@ fn run_batch(shared: &Shared, replica: &mut dyn Replica, batch: Vec<Entry>) {
                 let _ = entry.tx.send(Err(e.clone()));
             }
         }
+    }
+}
+
+/// The spans of one batch: `dlserve.batch` (its own trace, linked to every traced request in it),
+/// and per traced item `dlserve.queue` and `dlserve.compute` under the item's request span.
+fn trace_batch(shared: &Shared, batch: &[Entry], start: Instant, compute: Duration, failed: bool) {
+    use crate::traces::{random_span_id, random_trace_id, wall, Attr, SpanCtx, SpanRecord};
+    let (begin, end) = (wall(start), wall(start) + compute);
+    let model = || Attr::Str(shared.spec.model.clone());
+    let version = || Attr::Int(shared.spec.version as i64);
+    let traced: Vec<&crate::traces::Traced> = batch.iter().filter_map(|e| e.trace.as_ref()).collect();
+    let batch_ctx = SpanCtx { trace_id: random_trace_id(), span_id: random_span_id() };
+    let tracer = &traced[0].tracer;
+    tracer.emit(SpanRecord {
+        ctx: batch_ctx,
+        parent: None,
+        name: "dlserve.batch".into(),
+        server: false,
+        start: begin,
+        end,
+        attrs: vec![
+            ("dlserve.model", model()),
+            ("dlserve.model.version", version()),
+            ("dlserve.batch.size", Attr::Int(batch.len() as i64)),
+        ],
+        links: traced.iter().map(|t| t.ctx).collect(),
+        error: failed,
+    });
+    for e in batch {
+        let Some(t) = &e.trace else { continue };
+        let child = |name: &str, s, f, error| SpanRecord {
+            ctx: SpanCtx { trace_id: t.ctx.trace_id, span_id: random_span_id() },
+            parent: Some(t.ctx.span_id),
+            name: name.into(),
+            server: false,
+            start: s,
+            end: f,
+            attrs: vec![
+                ("dlserve.model", model()),
+                ("dlserve.model.version", version()),
+                ("dlserve.batch.size", Attr::Int(batch.len() as i64)),
+            ],
+            links: vec![batch_ctx],
+            error,
+        };
+        t.tracer.emit(child("dlserve.queue", wall(e.at), begin, false));
+        t.tracer.emit(child("dlserve.compute", begin, end, failed));
     }
 }
 

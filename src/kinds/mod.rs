@@ -13,6 +13,7 @@ pub mod denoiser;
 pub mod detector;
 pub mod forecaster;
 pub mod generator;
+pub mod language_model;
 
 use crate::manifest::{from_table, ConfigError, Manifest};
 use crate::tensor::{ItemTensor, TensorData};
@@ -30,6 +31,7 @@ pub static KINDS: &[KindDef] = &[
     KindDef::of::<generator::Generator>(),
     KindDef::of::<detector::Detector>(),
     KindDef::of::<denoiser::Denoiser>(),
+    KindDef::of::<language_model::LanguageModel>(),
 ];
 
 /// The names of every kind, for messages.

@@ -191,6 +191,7 @@ fn load_version(
         loaded_at: SystemTime::now(),
         batcher,
         embedder,
+        runtime: std::sync::OnceLock::new(),
     })
 }
 

@@ -119,6 +119,9 @@ pub struct LoadedVersion {
     pub batcher: Batcher,
     /// The queue whose batches run the `[embedding]` method, when the config has one.
     pub embedder: Option<Batcher>,
+    /// State an endpoint keeps per version beside its queue, made on first use (a language
+    /// model's decoder). It goes when the version does.
+    pub runtime: std::sync::OnceLock<Arc<dyn std::any::Any + Send + Sync>>,
 }
 
 impl LoadedVersion {
