@@ -5,7 +5,7 @@ export PATH := $(CURDIR)/.venv/bin:$(PATH)
 CARGO ?= cargo
 ADDR ?= 127.0.0.1:8080
 
-.PHONY: setup build run test fresh-check openapi models fixtures bench bench-formats bench-kinds bench-protocols bench-threads stress docker-smoke lint
+.PHONY: setup build run test fresh-check openapi models fixtures bench bench-formats bench-kinds bench-traces bench-lm bench-protocols bench-threads stress docker-smoke lint
 
 setup:
 	@scripts/setup
@@ -40,6 +40,7 @@ openapi: setup
 	$(CARGO) run --quiet --bin openapi > openapi/openapi.json
 
 models: setup
+	@test -d /usr/share/games/fortunes || apt-get install -y --no-install-recommends fortunes fortunes-min
 	.venv/bin/python training/train_all.py
 
 fixtures: setup
@@ -54,6 +55,8 @@ bench: build
 	.cache/bench-venv/bin/python scripts/bench $(BENCH_ARGS)
 	.cache/bench-venv/bin/python scripts/bench-formats $(if $(findstring --quick,$(BENCH_ARGS)),--quick,)
 	.cache/bench-venv/bin/python scripts/bench-kinds $(if $(findstring --quick,$(BENCH_ARGS)),--quick,)
+	$(CARGO) build --release --example lm_load
+	.cache/bench-venv/bin/python scripts/bench-lm $(if $(findstring --quick,$(BENCH_ARGS)),--quick,)
 	scripts/bench-protocols
 
 # The Open Inference Protocol's wire formats, REST JSON, REST binary and gRPC, on every default
@@ -73,6 +76,25 @@ bench-formats: build
 bench-kinds: build
 	@scripts/bench-setup
 	.cache/bench-venv/bin/python scripts/bench-kinds $(BENCH_ARGS)
+
+# What OpenTelemetry traces cost (issue 22): POST /anomaly and POST /classify with traces off, on with
+# OTEL_TRACES_SAMPLER=always_off, and on with always_on exporting every span to a local sink, interleaved over
+# 3 rounds: maximum at p99 <= 50 ms, latency and server CPU per request at a fixed rate (about 12 min; waits
+# first for a running training job; bench/traces.json, BENCHMARKS.md "Cost of OpenTelemetry traces").
+# Not part of `make bench`. BENCH_ARGS=--quick for a smoke run that leaves BENCHMARKS.md alone.
+bench-traces: build
+	@scripts/bench-setup
+	.cache/bench-venv/bin/python scripts/bench-traces $(BENCH_ARGS)
+
+# POST /complete, streamed greedy completions from the language models (fortunes-lstm, and fortunes-gru when
+# present) to 1, 8 and 64 closed-loop streams (examples/lm_load.rs): dlserve with continuous batching, with
+# max_batch_size = 1, and the FastAPI peer (bench/peers/lm_app.py, one Python loop per request), after an
+# answer check (about 3.5 min per model; bench/lm.json, BENCHMARKS.md "Text generation (POST /complete)
+# against FastAPI"). BENCH_ARGS=--quick for a smoke run that leaves BENCHMARKS.md alone.
+bench-lm: build
+	@scripts/bench-setup
+	$(CARGO) build --release --example lm_load
+	.cache/bench-venv/bin/python scripts/bench-lm $(BENCH_ARGS)
 
 # Intra-op threads per model: 1 vs one per core vs the server's rule, all four models served
 # (about 10 min; writes bench/threads.json, prints markdown tables; BENCHMARKS.md "Threads per model").
@@ -115,3 +137,13 @@ stress: build
 .PHONY: deny
 deny:
 	scripts/deny
+
+# Browser tests of the playground (/) and the API docs (/docs), issue 22: Debian's chromium driven by
+# Playwright against target/release/dlserve with the default models, directly and behind a reverse proxy
+# at /dlserve/; fails on any console error or warning, any request to another host, and axe-core
+# violations of impact serious or critical. About 1 min after the build; tests/browser/setup installs
+# chromium, .cache/browser-venv and axe-core once. Screenshots: tests/browser/artifacts/ and docs/screenshots/.
+.PHONY: browser-test
+browser-test: build
+	tests/browser/setup
+	.cache/browser-venv/bin/pytest tests/browser -q -p no:cacheprovider -rs

@@ -10,8 +10,17 @@ fn golden(name: &str) -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
 }
 
-const DEFAULT_MODELS: [&str; 7] =
-    ["digits-cnn", "co2-lstm", "cancer-ae", "digits-cgan", "digits-detector", "digits-denoiser", "elnino-gru"];
+const DEFAULT_MODELS: [&str; 9] = [
+    "digits-cnn",
+    "co2-lstm",
+    "cancer-ae",
+    "digits-cgan",
+    "digits-detector",
+    "digits-denoiser",
+    "elnino-gru",
+    "fortunes-lstm",
+    "fortunes-gru",
+];
 
 /// What serves each default model as shipped (README, "Which format each default model uses").
 /// Every default model has a package; the generator's config pins TorchScript, whose outputs do

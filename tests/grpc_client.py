@@ -24,7 +24,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 GOLDEN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "golden")
-MODELS = ["digits-cnn", "co2-lstm", "elnino-gru", "cancer-ae", "digits-cgan", "digits-denoiser", "digits-detector"]
+MODELS = ["digits-cnn", "co2-lstm", "elnino-gru", "cancer-ae", "digits-cgan", "digits-denoiser", "digits-detector",
+          "fortunes-lstm", "fortunes-gru"]
 NP = {"float32": np.float32, "int64": np.int64}
 
 

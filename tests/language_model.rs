@@ -303,3 +303,52 @@ async fn the_step_function_is_a_v2_model() {
     let e: Value = r.json().await.unwrap();
     assert!(e["error"].as_str().unwrap().contains("token id from 0 to 29"), "{e}");
 }
+
+/// The shipped language models (real LSTM and GRU steps, whose logits may differ in the last bits
+/// with the batch they run in): a seeded text is the same decoded alone or beside 31 others, and
+/// the same streamed or whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_shipped_models_write_the_same_text_alone_or_beside_31_others() {
+    let tmp = tempfile::tempdir().unwrap();
+    for m in ["fortunes-lstm", "fortunes-gru"] {
+        common::copy_dir(&common::shipped_models().join(m), &tmp.path().join(m));
+    }
+    let s = common::start_in(tmp.path().to_path_buf(), Some(tmp), &[]).await;
+    assert_eq!(s.get("/health/ready").await.status(), 200);
+    for model in ["fortunes-lstm", "fortunes-gru"] {
+        let body = |seed: u64, prompt: &str| json!({"model": model, "prompt": prompt, "temperature": 0.8, "top_k": 40, "max_tokens": 150, "seed": seed});
+        let post = |b: Value| {
+            let (c, url) = (s.client.clone(), s.url("/complete"));
+            async move {
+                let r = c.post(url).json(&b).send().await.unwrap();
+                assert_eq!(r.status(), 200);
+                r.json::<Value>().await.unwrap()
+            }
+        };
+        let alone = post(body(2024, "Q: What is ")).await;
+        let text = alone["choices"][0]["text"].as_str().unwrap().to_string();
+        assert!(!text.is_empty(), "{model}: {alone}");
+        let mut tasks = Vec::new();
+        for i in 0..32u64 {
+            let b = if i == 9 { body(2024, "Q: What is ") } else { body(i, &"The ".repeat(1 + i as usize % 5)) };
+            tasks.push(tokio::spawn(post(b)));
+        }
+        let mut answers = Vec::new();
+        for t in tasks {
+            answers.push(t.await.unwrap());
+        }
+        assert_eq!(answers[9]["choices"][0]["text"], text, "{model}: the same text beside 31 others");
+        let streamed = s.post_json("/complete", {
+            let mut b = body(2024, "Q: What is ");
+            b["stream"] = json!(true);
+            b
+        });
+        let ev = parse_sse(&streamed.await.text().await.unwrap());
+        let joined: String =
+            ev.iter().filter(|(e, _)| e == "token").map(|(_, d)| d["text"].as_str().unwrap().to_string()).collect();
+        assert_eq!(joined, text, "{model}: streamed as whole");
+        let sum = s.metric(&format!("dlserve_lm_step_batch_size_sum{{model=\"{model}\"")).await;
+        let count = s.metric(&format!("dlserve_lm_step_batch_size_count{{model=\"{model}\"")).await;
+        assert!(sum / count > 1.0, "{model}: mean step batch {}", sum / count);
+    }
+}

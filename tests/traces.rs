@@ -181,3 +181,42 @@ async fn a_bad_endpoint_or_sampler_is_refused_at_start_up() {
         .expect("https is refused");
     assert!(e.to_string().contains("only http://"), "{e}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_model_infer_is_traced_like_rest() {
+    use dlserve::api::grpc::pb;
+    let (url, got) = receiver().await;
+    let s = common::start(&["tiny-anomaly"], &["--otlp-endpoint", &url]).await;
+    let ch = tonic::transport::Channel::from_shared(s.base.clone()).unwrap().connect().await.unwrap();
+    let mut c = pb::grpc_inference_service_client::GrpcInferenceServiceClient::new(ch);
+    let rows: Vec<u8> = [1f32, 2.0, 3.0].iter().flat_map(|x| x.to_le_bytes()).collect();
+    let mut req = tonic::Request::new(pb::ModelInferRequest {
+        model_name: "tiny-anomaly".into(),
+        inputs: vec![pb::model_infer_request::InferInputTensor {
+            name: "features".into(),
+            datatype: "FP32".into(),
+            shape: vec![1, 3],
+            ..Default::default()
+        }],
+        raw_input_contents: vec![rows.into()],
+        ..Default::default()
+    });
+    let trace = "0af7651916cd43dd8448eb211c80319c";
+    let caller = "b7ad6b7169203331";
+    req.metadata_mut().insert("traceparent", format!("00-{trace}-{caller}-01").parse().unwrap());
+    c.model_infer(req).await.expect("ModelInfer answers");
+    let spans =
+        wait_for(&got, "the gRPC spans", |v| v.iter().filter(|(_, s)| hex(&s.trace_id) == trace).count() >= 3).await;
+    let rpc = spans
+        .iter()
+        .map(|(_, s)| s)
+        .find(|s| s.name == "inference.GRPCInferenceService/ModelInfer")
+        .expect("the RPC span");
+    assert_eq!(hex(&rpc.trace_id), trace);
+    assert_eq!(hex(&rpc.parent_span_id), caller);
+    assert_eq!(attr(rpc, "rpc.system").as_deref(), Some("grpc"));
+    assert_eq!(attr(rpc, "rpc.grpc.status_code").as_deref(), Some("0"));
+    assert_eq!(attr(rpc, "dlserve.model").as_deref(), Some("tiny-anomaly"));
+    let queue = spans.iter().map(|(_, s)| s).find(|s| s.name == "dlserve.queue" && hex(&s.trace_id) == trace).unwrap();
+    assert_eq!(queue.parent_span_id, rpc.span_id);
+}

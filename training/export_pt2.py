@@ -19,7 +19,10 @@ the batch range in the metadata).
 Compiling took 10 to 54 seconds per package on this 2-core machine (digits-cnn 40-47 s, cancer-ae 20-23 s with
 its two models, digits-cgan 10 s, digits-denoiser 22 s, digits-detector 13 s; co2-lstm 38-54 s, elnino-gru 37-39 s
 on its own and 8-11 s after co2-lstm in the same run, measured with a fresh Inductor cache while other builds
-shared the machine; `make models` runs this script last).
+shared the machine; fortunes-lstm 33-38 s and fortunes-gru 7-9 s after it; `make models` runs this script last).
+
+The two language models (training/fortunes_lm.py) export their one-step module as it is: tokens [B, 1] and state
+[B, S], the batch dynamic in both, checked with random token ids and state rows.
 """
 from __future__ import annotations
 
@@ -94,6 +97,17 @@ def _forecaster(script: str, cls: str, scan: bool):
     return spec
 
 
+def _language_model(key: str):
+    """A character language model's served step (training/fortunes_lm.py): tokens [B, 1] and state [B, S], both
+    with the batch dynamic; V and S from the model's config.toml. The step is explicit matrix products, so it
+    exports as it is."""
+    def spec():
+        import fortunes_lm
+        factory, example = fortunes_lm.export_spec(key)
+        return {"model": (factory, example)}
+    return spec
+
+
 SPECS = {
     "digits-cnn": _cnn,
     "digits-cgan": _cgan,
@@ -102,6 +116,8 @@ SPECS = {
     "digits-detector": _detector,
     "co2-lstm": _forecaster("co2_lstm", "CO2LSTM", scan=False),
     "elnino-gru": _forecaster("elnino_gru", "ElNinoGRU", scan=True),
+    "fortunes-lstm": _language_model("lstm"),
+    "fortunes-gru": _language_model("gru"),
 }
 # pt2.package's options by model
 OPTIONS = {"co2-lstm": {"onednn": True}}

@@ -26,11 +26,13 @@ import digits_denoiser  # noqa: E402
 import digits_detector  # noqa: E402
 import elnino_gru  # noqa: E402
 import export_pt2  # noqa: E402
+import fortunes_lm  # noqa: E402
 
 STEPS = [("digits-cnn", digits_cnn.main), ("co2-lstm", co2_lstm.main),
          ("cancer-ae", cancer_ae.main), ("digits-cgan", digits_cgan.main),
          ("digits-detector", digits_detector.main), ("digits-denoiser", digits_denoiser.main),
-         ("elnino-gru", elnino_gru.main)]
+         ("elnino-gru", elnino_gru.main), ("fortunes-lstm", fortunes_lm.main_lstm),
+         ("fortunes-gru", fortunes_lm.main_gru)]  # the GRU's card compares it with the LSTM trained just before
 
 
 def main() -> None:
@@ -45,7 +47,7 @@ def main() -> None:
     t = time.time()
     sys.argv = sys.argv[:1]  # every model with an export spec
     export_pt2.main()
-    times.append(("model.pt2 x5", time.time() - t))
+    times.append((f"model.pt2 x{len(export_pt2.SPECS)}", time.time() - t))
     for name, secs in times:
         print(f"    {name:<15} {C.fmt_secs(secs)}", flush=True)
     print(f"=== total wall time {C.fmt_secs(time.time() - t0)}", flush=True)

@@ -509,10 +509,49 @@ impl pb::grpc_inference_service_server::GrpcInferenceService for Inference {
             Ok(d) => d,
             Err(e) => return self.finish(call, None, Err(e)),
         };
+        let traced = self.0.tracer.as_ref().and_then(|t| {
+            let parent = request.metadata().get("traceparent").and_then(|v| v.to_str().ok());
+            t.start_request(parent).map(|(ctx, parent)| {
+                (crate::traces::Traced { ctx, tracer: t.clone() }, parent, crate::traces::wall(call.start))
+            })
+        });
         let req = request.into_inner();
         let span = call.span.clone();
-        let r = tracing::Instrument::instrument(infer_call(&self.0, req, deadline), span).await;
+        let work = tracing::Instrument::instrument(infer_call(&self.0, req, deadline), span);
+        let r = match &traced {
+            Some((t, ..)) => crate::traces::scope(t.clone(), work).await,
+            None => work.await,
+        };
         let name = metric_model(&r);
+        if let Some((t, parent, start)) = traced {
+            use crate::traces::Attr;
+            let code = match &r {
+                Ok(_) => tonic::Code::Ok,
+                Err(e) => e.ty.grpc_code(),
+            };
+            let mut attrs = vec![
+                ("rpc.system", Attr::Str("grpc".into())),
+                ("rpc.service", Attr::Str("inference.GRPCInferenceService".into())),
+                ("rpc.method", Attr::Str("ModelInfer".into())),
+                ("rpc.grpc.status_code", Attr::Int(code as i64)),
+            ];
+            if let Ok((_, v)) = &r {
+                attrs.push(("dlserve.model", Attr::Str(v.name.clone())));
+                attrs.push(("dlserve.model.version", Attr::Str(v.version.to_string())));
+            }
+            let error = matches!(code, tonic::Code::Internal | tonic::Code::Unknown | tonic::Code::DataLoss);
+            t.tracer.emit(crate::traces::SpanRecord {
+                ctx: t.ctx,
+                parent,
+                name: "inference.GRPCInferenceService/ModelInfer".into(),
+                server: true,
+                start,
+                end: std::time::SystemTime::now(),
+                attrs,
+                links: Vec::new(),
+                error,
+            });
+        }
         self.finish(call, Some(&name), r.map(|(resp, _)| resp))
     }
 
