@@ -367,8 +367,6 @@ fn advance(s: &mut Seq, token: i64, vocab: &Vocab, series: &Series) -> bool {
         if let Some(at) = find_stop(&s.text, before, &s.req.stop) {
             s.text.truncate(at);
             finish = Some(FinishReason::Stop);
-        } else if s.generated >= s.req.max_tokens {
-            finish = Some(FinishReason::Length);
         }
     }
     if finish.is_none() && s.generated >= s.req.max_tokens {

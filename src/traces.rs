@@ -193,6 +193,36 @@ pub fn parse_traceparent(v: &str) -> Option<([u8; 16], [u8; 8], bool)> {
     Some((t, s, f[0] & 1 == 1))
 }
 
+/// The span of one request (REST route or gRPC call) while it runs: [`RequestSpan::run`] makes it
+/// the request the batching worker sees, [`RequestSpan::end`] sends it.
+pub struct RequestSpan {
+    traced: Traced,
+    parent: Option<[u8; 8]>,
+    start: SystemTime,
+}
+
+impl RequestSpan {
+    /// Runs `f` (the request's work) as part of this request.
+    pub async fn run<F: std::future::Future>(&self, f: F) -> F::Output {
+        scope(self.traced.clone(), f).await
+    }
+
+    /// Ends the span now, a server span named `name`.
+    pub fn end(self, name: String, attrs: Vec<(&'static str, Attr)>, error: bool) {
+        self.traced.tracer.emit(SpanRecord {
+            ctx: self.traced.ctx,
+            parent: self.parent,
+            name,
+            server: true,
+            start: self.start,
+            end: SystemTime::now(),
+            attrs,
+            links: Vec::new(),
+            error,
+        });
+    }
+}
+
 /// Where spans go: the sampler and the exporter's channel.
 pub struct Tracer {
     tx: mpsc::Sender<SpanRecord>,
@@ -225,15 +255,19 @@ impl Tracer {
         Ok(Arc::new(Tracer { tx, sampler, dropped: AtomicU64::new(0) }))
     }
 
-    /// The span of a new request, if sampled: a child of `traceparent`'s span when the header is
-    /// valid, else the root of a new trace. Returns its context and its parent.
-    pub fn start_request(&self, traceparent: Option<&str>) -> Option<(SpanCtx, Option<[u8; 8]>)> {
+    /// The span of a request that arrived at `arrived`, if sampled: a child of `traceparent`'s span
+    /// when the header is valid, else the root of a new trace.
+    pub fn request(self: &Arc<Tracer>, traceparent: Option<&str>, arrived: Instant) -> Option<RequestSpan> {
         let parent = traceparent.and_then(parse_traceparent);
         let trace_id = parent.map_or_else(random_trace_id, |p| p.0);
         if !self.sampler.sample(&trace_id, parent.map(|p| p.2)) {
             return None;
         }
-        Some((SpanCtx { trace_id, span_id: random_span_id() }, parent.map(|p| p.1)))
+        Some(RequestSpan {
+            traced: Traced { ctx: SpanCtx { trace_id, span_id: random_span_id() }, tracer: self.clone() },
+            parent: parent.map(|p| p.1),
+            start: wall(arrived),
+        })
     }
 
     /// Hands a finished span to the exporter, or drops it when the exporter is behind.

@@ -242,7 +242,8 @@ impl Answer {
         }
     }
 
-    /// `Server-Timing` over the choices: their summed queue and compute time, and the largest batch.
+    /// `Server-Timing` over the choices: the largest of their queue and compute times (each summed
+    /// over the choice's steps), and the largest batch a step ran in.
     fn timing(&self) -> Timing {
         Timing {
             queue: self.done.iter().map(|f| f.queue).max().unwrap_or_default(),

@@ -509,21 +509,19 @@ impl pb::grpc_inference_service_server::GrpcInferenceService for Inference {
             Ok(d) => d,
             Err(e) => return self.finish(call, None, Err(e)),
         };
-        let traced = self.0.tracer.as_ref().and_then(|t| {
-            let parent = request.metadata().get("traceparent").and_then(|v| v.to_str().ok());
-            t.start_request(parent).map(|(ctx, parent)| {
-                (crate::traces::Traced { ctx, tracer: t.clone() }, parent, crate::traces::wall(call.start))
-            })
-        });
+        let traced =
+            self.0.tracer.as_ref().and_then(|t| {
+                t.request(request.metadata().get("traceparent").and_then(|v| v.to_str().ok()), call.start)
+            });
         let req = request.into_inner();
         let span = call.span.clone();
         let work = tracing::Instrument::instrument(infer_call(&self.0, req, deadline), span);
         let r = match &traced {
-            Some((t, ..)) => crate::traces::scope(t.clone(), work).await,
+            Some(span) => span.run(work).await,
             None => work.await,
         };
         let name = metric_model(&r);
-        if let Some((t, parent, start)) = traced {
+        if let Some(span) = traced {
             use crate::traces::Attr;
             let code = match &r {
                 Ok(_) => tonic::Code::Ok,
@@ -540,17 +538,7 @@ impl pb::grpc_inference_service_server::GrpcInferenceService for Inference {
                 attrs.push(("dlserve.model.version", Attr::Str(v.version.to_string())));
             }
             let error = matches!(code, tonic::Code::Internal | tonic::Code::Unknown | tonic::Code::DataLoss);
-            t.tracer.emit(crate::traces::SpanRecord {
-                ctx: t.ctx,
-                parent,
-                name: "inference.GRPCInferenceService/ModelInfer".into(),
-                server: true,
-                start,
-                end: std::time::SystemTime::now(),
-                attrs,
-                links: Vec::new(),
-                error,
-            });
+            span.end("inference.GRPCInferenceService/ModelInfer".into(), attrs, error);
         }
         self.finish(call, Some(&name), r.map(|(resp, _)| resp))
     }

@@ -119,19 +119,14 @@ pub async fn record(State(app): State<AppState>, format: ErrorFormat, req: Reque
         if inference && route != "/complete" { app.deadline(req.headers(), req.extensions()).ok() } else { None };
     let traced = match (&app.tracer, inference) {
         (Some(t), true) => {
-            let parent = req.headers().get("traceparent").and_then(|v| v.to_str().ok());
-            t.start_request(parent).map(|(ctx, parent)| {
-                let start = req
-                    .extensions()
-                    .get::<super::Arrival>()
-                    .map_or_else(std::time::SystemTime::now, |a| crate::traces::wall(a.0));
-                (crate::traces::Traced { ctx, tracer: t.clone() }, parent, start, req.method().to_string())
-            })
+            let arrived = req.extensions().get::<super::Arrival>().map_or_else(std::time::Instant::now, |a| a.0);
+            t.request(req.headers().get("traceparent").and_then(|v| v.to_str().ok()), arrived)
         }
         _ => None,
     };
+    let method = req.method().to_string();
     let mut res = match &traced {
-        Some((t, ..)) => crate::traces::scope(t.clone(), next.run(req)).await,
+        Some(span) => span.run(next.run(req)).await,
         None => next.run(req).await,
     };
     if let Some(dl) = deadline {
@@ -169,7 +164,7 @@ pub async fn record(State(app): State<AppState>, format: ErrorFormat, req: Reque
         };
         app.metrics.requests.with_label_values(&["http", &route, &model, outcome]).inc();
     }
-    if let Some((t, parent, start, method)) = traced {
+    if let Some(span) = traced {
         use crate::traces::Attr;
         let status = res.status().as_u16();
         let mut attrs = vec![
@@ -182,17 +177,7 @@ pub async fn record(State(app): State<AppState>, format: ErrorFormat, req: Reque
                 attrs.push((key, Attr::Str(v.to_string())));
             }
         }
-        t.tracer.emit(crate::traces::SpanRecord {
-            ctx: t.ctx,
-            parent,
-            name: format!("{method} {route}"),
-            server: true,
-            start,
-            end: std::time::SystemTime::now(),
-            attrs,
-            links: Vec::new(),
-            error: status >= 500,
-        });
+        span.end(format!("{method} {route}"), attrs, status >= 500);
     }
     res
 }

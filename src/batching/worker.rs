@@ -394,8 +394,13 @@ fn run_batch(shared: &Shared, replica: &mut dyn Replica, batch: Vec<Entry>) {
 fn trace_batch(shared: &Shared, batch: &[Entry], start: Instant, compute: Duration, failed: bool) {
     use crate::traces::{random_span_id, random_trace_id, wall, Attr, SpanCtx, SpanRecord};
     let (begin, end) = (wall(start), wall(start) + compute);
-    let model = || Attr::Str(shared.spec.model.clone());
-    let version = || Attr::Int(shared.spec.version as i64);
+    let attrs = || {
+        vec![
+            ("dlserve.model", Attr::Str(shared.spec.model.clone())),
+            ("dlserve.model.version", Attr::Int(shared.spec.version as i64)),
+            ("dlserve.batch.size", Attr::Int(batch.len() as i64)),
+        ]
+    };
     let traced: Vec<&crate::traces::Traced> = batch.iter().filter_map(|e| e.trace.as_ref()).collect();
     let batch_ctx = SpanCtx { trace_id: random_trace_id(), span_id: random_span_id() };
     let tracer = &traced[0].tracer;
@@ -406,11 +411,7 @@ fn trace_batch(shared: &Shared, batch: &[Entry], start: Instant, compute: Durati
         server: false,
         start: begin,
         end,
-        attrs: vec![
-            ("dlserve.model", model()),
-            ("dlserve.model.version", version()),
-            ("dlserve.batch.size", Attr::Int(batch.len() as i64)),
-        ],
+        attrs: attrs(),
         links: traced.iter().map(|t| t.ctx).collect(),
         error: failed,
     });
@@ -423,11 +424,7 @@ fn trace_batch(shared: &Shared, batch: &[Entry], start: Instant, compute: Durati
             server: false,
             start: s,
             end: f,
-            attrs: vec![
-                ("dlserve.model", model()),
-                ("dlserve.model.version", version()),
-                ("dlserve.batch.size", Attr::Int(batch.len() as i64)),
-            ],
+            attrs: attrs(),
             links: vec![batch_ctx],
             error,
         };
