@@ -65,6 +65,7 @@ fn c_path(p: &Path) -> Result<CString, String> {
 /// and whatever the exporter added under `aot_inductor.metadata`), read without loading it.
 pub fn metadata(path: &Path, model: &str) -> Result<HashMap<String, String>, String> {
     let (p, m) = (c_path(path)?, CString::new(model).map_err(|_| "bad model name".to_string())?);
+    let _turn = PACKAGE_IO.lock().unwrap_or_else(|e| e.into_inner());
     let mut err = std::ptr::null_mut();
     // SAFETY: both strings outlive the call; the result and the error are taken once.
     let out = unsafe { ffi::dls_aoti_metadata(p.as_ptr(), m.as_ptr(), &mut err) };
@@ -77,6 +78,13 @@ pub fn metadata(path: &Path, model: &str) -> Result<HashMap<String, String>, Str
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect())
 }
+
+/// libtorch's package loader is not safe to call from several threads at once: with models
+/// loading in parallel, reading the metadata of two copies of one package at the same moment
+/// returned the other copy's metadata about one start in twenty, and sometimes crashed the process
+/// (tests/aoti.rs, `bad_packages_are_refused_with_a_reason_and_the_others_serve`). Every call into
+/// it (metadata and loads) takes this turn.
+static PACKAGE_IO: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// One loaded model of a package: its runner, constants and unpacked files, freed on drop.
 pub struct Loader {
@@ -97,9 +105,8 @@ impl Loader {
     /// a directory that appeared meanwhile holding this very library (`library`: its name in the
     /// package and its bytes), never another process's.
     pub fn load(path: &Path, model: &str, device_index: i32, library: Option<(&str, &[u8])>) -> Result<Loader, String> {
-        static LOADS: std::sync::Mutex<()> = std::sync::Mutex::new(());
         let (p, m) = (c_path(path)?, CString::new(model).map_err(|_| "bad model name".to_string())?);
-        let _turn = LOADS.lock().unwrap_or_else(|e| e.into_inner());
+        let _turn = PACKAGE_IO.lock().unwrap_or_else(|e| e.into_inner());
         let before = unpacked_dirs();
         let mut err = std::ptr::null_mut();
         // SAFETY: both strings outlive the call; the error is taken once.
@@ -183,6 +190,8 @@ pub fn unpacked_dirs() -> std::collections::HashSet<PathBuf> {
 
 impl Drop for Loader {
     fn drop(&mut self) {
+        // The loader removes its unpacked directory here: in turn with the other package calls.
+        let _turn = PACKAGE_IO.lock().unwrap_or_else(|e| e.into_inner());
         // SAFETY: the pointer came from dls_aoti_load and is dropped once.
         unsafe { ffi::dls_aoti_drop(self.ptr) }
     }
