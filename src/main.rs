@@ -13,6 +13,7 @@ fn main() -> anyhow::Result<()> {
     tracing::info!(version = env!("CARGO_PKG_VERSION"), allocator_tuned, "starting dlserve");
     let tls = dlserve::tls::Tls::from_args(&args).map_err(anyhow::Error::msg)?;
     let server = Server::build(&args)?;
+    let registry = server.registry.clone();
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(async move {
         let listener = dlserve::bind(args.addr, args.listen_backlog)?;
@@ -37,27 +38,18 @@ fn main() -> anyhow::Result<()> {
             );
         }
         let drain = Duration::from_secs(args.drain_timeout_secs);
-        let drained = dlserve::serve(listener, server.state, limits, tls, shutdown_signal(), drain).await?;
+        let drained =
+            dlserve::serve(listener, server.state, limits, tls, dlserve::server::shutdown_signal(), drain).await?;
         tracing::info!(drained, "stopped");
         anyhow::Ok(())
     })?;
-    Ok(())
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = term => {},
+    // Close every queue and let the workers end: their engines remove what they unpacked into the
+    // temporary directory (.pt2 packages) when dropped, which an exit before them would leave behind.
+    registry.close();
+    rt.shutdown_timeout(Duration::from_secs(2));
+    let left = dlserve::batching::wait_for_worker_threads(Duration::from_secs(10));
+    if left > 0 {
+        tracing::warn!(worker_threads = left, "exiting with worker threads still running after 10 s");
     }
+    Ok(())
 }

@@ -147,7 +147,12 @@ fn default_models(args: &Args) -> anyhow::Result<HashMap<&'static str, String>> 
 
 /// The whole HTTP application: routes, OpenAPI document and middleware.
 pub fn app(state: AppState) -> Router {
-    let router = api::routes(&state);
+    with_layers(api::routes(&state), state)
+}
+
+/// `router` wrapped in the middleware every request passes through before its router's own
+/// error layers. The bench's HTTP floor (examples/http_floor.rs) wraps its fixed answer in it.
+pub fn with_layers(router: Router<AppState>, state: AppState) -> Router {
     let x_request_id = HeaderName::from_static("x-request-id");
     let cors = if state.cors_origins.is_empty() {
         None
@@ -186,8 +191,10 @@ pub fn app(state: AppState) -> Router {
 
 /// Responses smaller than this are sent uncompressed: for a few hundred bytes of JSON, gzip
 /// saves little on the wire and was about 15% of the server's CPU at 5k req/s on `/anomaly`
-/// (profile in BENCHMARKS.md).
-pub const COMPRESS_MIN_BYTES: u16 = 1024;
+/// (profile in BENCHMARKS.md). At 1 KiB the forecaster's 1,031-byte answer was still gzipped,
+/// and deflate with its zeroed tables (memset, malloc) was about 15 % of the server's CPU on
+/// `/forecast` (issue 24's profile) to save 560 bytes; under 4 KiB the saving is a packet or two.
+pub const COMPRESS_MIN_BYTES: u16 = 4096;
 
 /// gzip for responses of at least [`COMPRESS_MIN_BYTES`] when the client accepts it, at the
 /// fastest level (the server is usually CPU-bound, the network rarely), never for images.
@@ -258,12 +265,22 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     drain_timeout: Duration,
 ) -> std::io::Result<bool> {
-    let conns = Conns {
-        app: app(state.clone()),
-        grpc: api::grpc::routes(&state),
-        limits,
-        builder: Arc::new(http_builder(&limits)),
-    };
+    let app = app(state.clone());
+    serve_app(listener, state, app, limits, tls, shutdown, drain_timeout).await
+}
+
+/// [`serve`] with an application of the caller's (the bench's HTTP floor); the same connection
+/// handling, limits and drain.
+pub async fn serve_app(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    app: Router,
+    limits: ConnLimits,
+    tls: Option<Arc<crate::tls::Tls>>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    drain_timeout: Duration,
+) -> std::io::Result<bool> {
+    let conns = Conns { app, grpc: api::grpc::routes(&state), limits, builder: Arc::new(http_builder(&limits)) };
     let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections.max(1)));
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let mut shutdown = std::pin::pin!(shutdown);
@@ -552,5 +569,24 @@ impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Tracked<S> {
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<std::io::Result<()>> {
         std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM: the start of a graceful stop.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
     }
 }

@@ -35,6 +35,10 @@ fuzz_target!(|data: &[u8]| {
 });
 
 fn classify(body: &[u8]) {
+    // The streaming pixel parser on the raw bytes too (the handler parses `pixels` with it).
+    if let Ok(px) = serde_json::from_slice::<classifier::NestedPixels>(body) {
+        let _ = classifier::flatten_pixels(px, None, "images[0]");
+    }
     let Ok(req) = parse_json::<dlserve::api::classify::ClassifyRequest>(body) else { return };
     for (i, img) in req.images.iter().enumerate() {
         let field = format!("images[{i}]");
@@ -46,7 +50,7 @@ fn classify(body: &[u8]) {
             }
         }
         if let Some(px) = &img.pixels {
-            let Ok((values, shape)) = dlserve::kinds::classifier::flatten_pixels(px, img.shape.clone(), &field) else {
+            let Ok((values, shape)) = classifier::flatten_pixels(classifier::NestedPixels::from_value(px), img.shape.clone(), &field) else {
                 continue;
             };
             for cfg in [common::gray_classifier(), common::rgb_classifier()] {

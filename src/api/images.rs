@@ -110,11 +110,9 @@ pub fn json_images(app: &App, body: &[u8], allowed: &[&str]) -> Result<ImageRequ
         all.extend_from_slice(allowed);
         all.join(", ")
     };
-    let json: serde_json::Map<String, serde_json::Value> = parse_json(body)?;
-    let mut images = None;
-    for (key, value) in json {
+    let json: JsonBody = parse_json(body)?;
+    for (key, value) in json.fields {
         match key.as_str() {
-            "images" => images = Some(value),
             "model" => out.model = value_text(&key, &value)?,
             "version" => out.version = value_text(&key, &value)?.map(|t| parse_version(&t)).transpose()?,
             p if allowed.contains(&p) => {
@@ -125,7 +123,7 @@ pub fn json_images(app: &App, body: &[u8], allowed: &[&str]) -> Result<ImageRequ
             _ => return Err(ApiError::invalid(key, format!("unknown field; accepted: images, {}", accepted()))),
         }
     }
-    let Some(serde_json::Value::Array(images)) = images else {
+    let Some(Images::List(images)) = json.images else {
         return Err(ApiError::invalid("images", "is required: an array of {base64} or {pixels} objects"));
     };
     app.check_items("images", images.len())?;
@@ -135,12 +133,152 @@ pub fn json_images(app: &App, body: &[u8], allowed: &[&str]) -> Result<ImageRequ
     Ok(out)
 }
 
+/// A JSON image body as parsed: `images` typed (pixel arrays straight into numbers), every other
+/// field as a value, in order. Later duplicates win, as in a JSON object.
+struct JsonBody {
+    fields: Vec<(String, serde_json::Value)>,
+    images: Option<Images>,
+}
+
+/// The `images` field: an array of entries, or anything else (refused with the usual message).
+enum Images {
+    List(Vec<ImageEntry>),
+    NotAnArray,
+}
+
+/// One entry of `images`: an object (its `pixels` parsed, the other fields as values), or not.
+enum ImageEntry {
+    Object { pixels: Option<classifier::NestedPixels>, rest: serde_json::Map<String, serde_json::Value> },
+    NotAnObject(serde_json::Value),
+}
+
+impl<'de> serde::Deserialize<'de> for JsonBody {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = JsonBody;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<JsonBody, A::Error> {
+                let mut body = JsonBody { fields: Vec::new(), images: None };
+                while let Some(key) = map.next_key::<String>()? {
+                    if key == "images" {
+                        body.images = Some(map.next_value()?);
+                    } else {
+                        let v: serde_json::Value = map.next_value()?;
+                        body.fields.retain(|(k, _)| *k != key);
+                        body.fields.push((key, v));
+                    }
+                }
+                Ok(body)
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Images {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Images;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an array of images")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Images, A::Error> {
+                let mut list = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(64));
+                while let Some(e) = seq.next_element()? {
+                    list.push(e);
+                }
+                Ok(Images::List(list))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Images, A::Error> {
+                while map.next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?.is_some() {}
+                Ok(Images::NotAnArray)
+            }
+            fn visit_str<E>(self, _: &str) -> Result<Images, E> {
+                Ok(Images::NotAnArray)
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<Images, E> {
+                Ok(Images::NotAnArray)
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<Images, E> {
+                Ok(Images::NotAnArray)
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<Images, E> {
+                Ok(Images::NotAnArray)
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<Images, E> {
+                Ok(Images::NotAnArray)
+            }
+            fn visit_unit<E>(self) -> Result<Images, E> {
+                Ok(Images::NotAnArray)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for ImageEntry {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = ImageEntry;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an image object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<ImageEntry, A::Error> {
+                let (mut pixels, mut rest) = (None, serde_json::Map::new());
+                while let Some(key) = map.next_key::<String>()? {
+                    if key == "pixels" {
+                        pixels = map.next_value::<Option<classifier::NestedPixels>>()?;
+                        // kept as a placeholder so that unknown-field errors list it as before
+                        rest.insert(key, serde_json::Value::Null);
+                    } else {
+                        rest.insert(key, map.next_value()?);
+                    }
+                }
+                Ok(ImageEntry::Object { pixels, rest })
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, seq: A) -> Result<ImageEntry, A::Error> {
+                use serde::Deserialize;
+                let v = serde_json::Value::deserialize(serde::de::value::SeqAccessDeserializer::new(seq))?;
+                Ok(ImageEntry::NotAnObject(v))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<ImageEntry, E> {
+                Ok(ImageEntry::NotAnObject(v.into()))
+            }
+            fn visit_u64<E>(self, v: u64) -> Result<ImageEntry, E> {
+                Ok(ImageEntry::NotAnObject(v.into()))
+            }
+            fn visit_i64<E>(self, v: i64) -> Result<ImageEntry, E> {
+                Ok(ImageEntry::NotAnObject(v.into()))
+            }
+            fn visit_f64<E>(self, v: f64) -> Result<ImageEntry, E> {
+                Ok(ImageEntry::NotAnObject(v.into()))
+            }
+            fn visit_bool<E>(self, v: bool) -> Result<ImageEntry, E> {
+                Ok(ImageEntry::NotAnObject(v.into()))
+            }
+            fn visit_unit<E>(self) -> Result<ImageEntry, E> {
+                Ok(ImageEntry::NotAnObject(serde_json::Value::Null))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
 /// One entry of a JSON `images` array.
-fn json_image(v: serde_json::Value, i: usize) -> Result<Source, ApiError> {
+fn json_image(entry: ImageEntry, i: usize) -> Result<Source, ApiError> {
     let field = format!("images[{i}]");
+    let (v, pixels) = match entry {
+        ImageEntry::Object { pixels, rest } => (serde_json::Value::Object(rest), pixels),
+        ImageEntry::NotAnObject(v) => (v, None),
+    };
     let img: super::classify::ImageInput = serde_json::from_value(v)
         .map_err(|e| ApiError::invalid(&field, format!("must be an object with base64, or pixels (and shape): {e}")))?;
-    match (img.base64, img.pixels) {
+    match (img.base64, pixels) {
         (Some(b64), None) => {
             let bytes = base64::engine::general_purpose::STANDARD
                 .decode(b64.trim())
@@ -148,7 +286,7 @@ fn json_image(v: serde_json::Value, i: usize) -> Result<Source, ApiError> {
             Ok(Source::Encoded(field, bytes.into()))
         }
         (None, Some(px)) => {
-            let (values, shape) = classifier::flatten_pixels(&px, img.shape, &field)?;
+            let (values, shape) = classifier::flatten_pixels(px, img.shape, &field)?;
             Ok(Source::Values(field, values, shape))
         }
         _ => Err(ApiError::invalid(field, "give exactly one of base64 or pixels")),

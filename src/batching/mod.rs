@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 pub use crate::engine::InferError;
 pub use stats::{Stats, StatsSnapshot};
-pub use worker::{Batcher, BatcherSpec};
+pub use worker::{wait_for_worker_threads, Batcher, BatcherSpec};
 
 /// When a request stops waiting: its budget counts from its arrival, not from when it reaches
 /// the queue, so time spent reading, parsing and decoding is part of it.

@@ -237,16 +237,41 @@ impl Batcher {
     }
 }
 
+/// Worker threads alive in the process, with a condvar signalled as each one ends (after its
+/// replica, and with the last worker of a version its engine, have been dropped).
+static THREADS: (Mutex<usize>, Condvar) = (Mutex::new(0), Condvar::new());
+
+fn thread_count(delta: isize) {
+    let mut n = THREADS.0.lock().unwrap_or_else(|p| p.into_inner());
+    *n = n.saturating_add_signed(delta);
+    THREADS.1.notify_all();
+}
+
+/// Waits up to `within` for every worker thread to end (after the registry closed the queues, at
+/// shutdown), so that what their engines clean up on drop (unpacked `.pt2` packages and their
+/// copies in the temporary directory) is gone before the process exits. The threads still
+/// running when the time is up.
+pub fn wait_for_worker_threads(within: Duration) -> usize {
+    let guard = THREADS.0.lock().unwrap_or_else(|p| p.into_inner());
+    let (n, _) = THREADS.1.wait_timeout_while(guard, within, |n| *n > 0).unwrap_or_else(|p| p.into_inner());
+    *n
+}
+
 fn spawn_worker(shared: Arc<Shared>, replica: Box<dyn Replica>) {
     let id = shared.next_worker_id.fetch_add(1, Ordering::SeqCst);
     let live = shared.live.fetch_add(1, Ordering::SeqCst) + 1;
     shared.metrics.workers.with_label_values(&shared.labels()).set(live as i64);
     let name = format!("dlserve-{}-v{}-w{}", shared.spec.model, shared.spec.version, id);
     let sh = shared.clone();
-    let spawned = std::thread::Builder::new().name(name).spawn(move || worker_main(sh, replica));
+    thread_count(1);
+    let spawned = std::thread::Builder::new().name(name).spawn(move || {
+        worker_main(sh, replica);
+        thread_count(-1);
+    });
     if let Err(e) = spawned {
         tracing::error!(model = %shared.spec.model, error = %e, "cannot spawn worker thread");
         shared.live.fetch_sub(1, Ordering::SeqCst);
+        thread_count(-1);
     }
 }
 

@@ -429,6 +429,17 @@ impl Registry {
         Ok(())
     }
 
+    /// Stops serving every model (at shutdown, after the drain): each version's queue closes once
+    /// the requests holding it are gone, and its workers end. See
+    /// [`crate::batching::wait_for_worker_threads`].
+    pub fn close(&self) {
+        let slots = self.slots.read().unwrap_or_else(|p| p.into_inner());
+        for slot in slots.values() {
+            let _admin = slot.admin.lock().unwrap_or_else(|p| p.into_inner());
+            slot.serving.store(Arc::new(Serving::new()));
+        }
+    }
+
     /// The versions of a model serving now, oldest first (empty while none is).
     pub fn serving_versions(&self, name: &str) -> Result<Vec<Arc<LoadedVersion>>, RegistryError> {
         let slot = self.slot(name).ok_or_else(|| RegistryError::ModelNotFound(shown(name)))?;
