@@ -5,7 +5,7 @@ export PATH := $(CURDIR)/.venv/bin:$(PATH)
 CARGO ?= cargo
 ADDR ?= 127.0.0.1:8080
 
-.PHONY: setup build run test fresh-check openapi models fixtures bench bench-formats bench-kinds bench-traces bench-lm bench-protocols bench-threads stress docker-smoke lint
+.PHONY: setup build run test fresh-check openapi models fixtures bench bench-all bench-scale bench-formats bench-kinds bench-traces bench-lm bench-protocols bench-threads stress docker-smoke lint
 
 setup:
 	@scripts/setup
@@ -46,18 +46,20 @@ models: setup
 fixtures: setup
 	.venv/bin/python tests/fixtures/make_fixtures.py
 
-# Benchmarks (issues 9 and 4): dlserve vs FastAPI+PyTorch and TorchServe on the same TorchScript files,
-# open-loop load with oha, batching on/off, in-process limit. Writes the generated part of BENCHMARKS.md,
-# bench/plots/*.png and bench/results.json in under 20 minutes on a 2-core machine. BENCH_ARGS=--quick
-# for a smoke run; scripts/bench --help for the rest.
+# Benchmarks (issues 9, 4 and 24), in under 30 minutes on a 2-core machine (BENCH_ARGS=--quick for a smoke
+# run; scripts/bench --help for the rest). First part, scripts/bench (about 22 min): dlserve against FastAPI,
+# TorchServe, LitServe and Ray Serve on the same model files, after an answer check; open-loop load with oha,
+# batching on/off, in-process limit; BENCHMARKS.md "CPU benchmark", bench/plots/*.png, bench/results.json.
+# Second part, scripts/bench-floor (about 4 min): the HTTP floor (examples/http_floor.rs) and a perf profile of
+# every workload; BENCHMARKS.md "The HTTP floor and where the CPU goes", bench/floor.json. The other bench
+# targets below are separate; `make bench-all` runs them all (about 1 h 25 min).
 bench: build
 	@scripts/bench-setup
+	$(CARGO) build --release --example http_floor
 	.cache/bench-venv/bin/python scripts/bench $(BENCH_ARGS)
-	.cache/bench-venv/bin/python scripts/bench-formats $(if $(findstring --quick,$(BENCH_ARGS)),--quick,)
-	.cache/bench-venv/bin/python scripts/bench-kinds $(if $(findstring --quick,$(BENCH_ARGS)),--quick,)
-	$(CARGO) build --release --example lm_load
-	.cache/bench-venv/bin/python scripts/bench-lm $(if $(findstring --quick,$(BENCH_ARGS)),--quick,)
-	scripts/bench-protocols
+	.cache/bench-venv/bin/python scripts/bench-floor $(if $(findstring --quick,$(BENCH_ARGS)),--quick,)
+
+bench-all: bench bench-formats bench-kinds bench-lm bench-protocols bench-scale
 
 # The Open Inference Protocol's wire formats, REST JSON, REST binary and gRPC, on every default
 # model in one run (about 17 min on 2026-12-03; BENCHMARKS.md "REST JSON, REST binary and gRPC").
@@ -95,6 +97,13 @@ bench-lm: build
 	@scripts/bench-setup
 	$(CARGO) build --release --example lm_load
 	.cache/bench-venv/bin/python scripts/bench-lm $(BENCH_ARGS)
+
+# Scale in models (issue 24 point 5): 1, 10 and 100 copies of the default models; cold start, RSS, threads,
+# idle CPU and one model's latency while the others idle (about 12 min; bench/scale.json, BENCHMARKS.md
+# "Scale in models"). BENCH_ARGS=--quick for a smoke run that leaves BENCHMARKS.md alone.
+bench-scale: build
+	@scripts/bench-setup
+	.cache/bench-venv/bin/python scripts/bench-scale $(BENCH_ARGS)
 
 # Intra-op threads per model: 1 vs one per core vs the server's rule, all four models served
 # (about 10 min; writes bench/threads.json, prints markdown tables; BENCHMARKS.md "Threads per model").

@@ -1,10 +1,12 @@
-"""Pre- and post-processing shared by the benchmark peers (FastAPI app and TorchServe handlers).
+"""Pre- and post-processing shared by the benchmark peers (the FastAPI app, the TorchServe handlers,
+the LitServe and Ray Serve apps through batch_models.py).
 
 It mirrors what dlserve does for each model kind (src/kinds/*.rs), reading the same
 models/<name>/config.toml, so that every server does the same work per request:
   classifier  PNG or pixel arrays -> gray [1,28,28] in [0,1] -> invert if the border is light
               -> resize if needed -> (x - mean) / std -> logits -> softmax -> top-5
-  forecaster  series -> last max_context steps -> scaled -> [1,T,1] -> 12 steps per forward,
+  forecaster  series -> last max_context steps -> scaled -> [1,T,1] -> 12 steps per forward
+              (x 3 quantile levels when the model has them; the point forecast is the 0.5 level),
               rolled until the horizon is covered -> unscaled
   anomaly     rows -> scaled -> reconstruction -> mean squared error score + top-3 features
   generator   seed -> z ~ N(0,1) [n,64], labels -> [n,1,28,28] in [-1,1] -> uint8 -> PNG grid
@@ -108,31 +110,93 @@ def forecaster_window(series, fcfg):
     return list(vals), truncated
 
 
+def forecaster_split(y, fcfg):
+    """One item's output (flat list, model scale) -> (point steps, steps per quantile level), as
+    src/kinds/forecaster.rs split_output for one feature: a model with `quantiles` gives [H, Q], and
+    its point forecast is the 0.5 level (the mean of the levels when there is no 0.5 level)."""
+    h = 1 if fcfg.get("one_step") else fcfg["model_horizon"]
+    levels = fcfg.get("quantiles") or []
+    q = len(levels)
+    if q == 0:
+        return y[:h], []
+    qs = [[y[s * q + j] for s in range(h)] for j in range(q)]
+    mid = next((j for j, lv in enumerate(levels) if abs(lv - 0.5) < 1e-6), None)
+    point = qs[mid] if mid is not None else [sum(y[s * q:(s + 1) * q]) / q for s in range(h)]
+    return point, qs
+
+
+def forecaster_forward(module, windows, fcfg):
+    """One forward for several same-length scaled windows -> (point, quantiles) per window."""
+    x = torch.tensor(windows, dtype=torch.float32).unsqueeze(-1)
+    return [forecaster_split(y, fcfg) for y in module(x).reshape(len(windows), -1).tolist()]
+
+
+def forecaster_batch(module, windows, fcfg):
+    """One forward for several same-length scaled windows (TorchServe batching) -> the point
+    forecast (model scale) per window."""
+    return [p for p, _ in forecaster_forward(module, windows, fcfg)]
+
+
+def _forecast_answer(point, quantiles, fcfg, context_used, truncated, passes):
+    sc = fcfg.get("scaling")
+
+    def unscale(vals):
+        return [v * sc["std"][0] + sc["mean"][0] for v in vals] if sc else list(vals)
+
+    levels = fcfg.get("quantiles") or []
+    return {"forecast": unscale(point),
+            "quantiles": [{"level": lv, "values": unscale(v)} for lv, v in zip(levels, quantiles)],
+            "context_used": context_used, "truncated": truncated, "forward_passes": passes}
+
+
+def _roll_out(module, window, horizon, fcfg, first=None):
+    """Forwards of model_horizon steps until horizon is covered, each point forecast appended to
+    the window (src/kinds/forecaster.rs Rollout); `first` is the first forward's output if done."""
+    levels = fcfg.get("quantiles") or []
+    point, quantiles, passes = [], [[] for _ in levels], 0
+    while len(point) < horizon:
+        p, qs = first if first is not None and passes == 0 else forecaster_forward(module, [window], fcfg)[0]
+        passes += 1
+        take = min(len(p), horizon - len(point))
+        for j, qv in enumerate(qs):
+            quantiles[j].extend(qv[:take])
+        window = (window + p[:take])[-fcfg["max_context"]:]
+        point.extend(p[:take])
+    return point, quantiles, passes
+
+
 def forecaster_run(module, series, horizon, fcfg):
     """Runs forwards of model_horizon steps until horizon is covered (as dlserve does)."""
     if not 1 <= horizon <= fcfg["max_horizon"]:
         raise BadRequest(f"horizon must be between 1 and {fcfg['max_horizon']}")
     window, truncated = forecaster_window(series, fcfg)
-    context_used = len(window)
-    point, passes = [], 0
-    while len(point) < horizon:
-        x = torch.tensor(window, dtype=torch.float32).view(1, -1, 1)
-        y = module(x).reshape(-1).tolist()
-        passes += 1
-        take = y[: horizon - len(point)]
-        point.extend(take)
-        window = (window + y)[-fcfg["max_context"]:]
-    sc = fcfg.get("scaling")
-    if sc:
-        point = [v * sc["std"][0] + sc["mean"][0] for v in point]
-    return {"forecast": point, "quantiles": [], "context_used": context_used, "truncated": truncated,
-            "forward_passes": passes}
+    point, quantiles, passes = _roll_out(module, window, horizon, fcfg)
+    return _forecast_answer(point, quantiles, fcfg, len(window), truncated, passes)
 
 
-def forecaster_batch(module, windows, fcfg):
-    """One forward for several same-length scaled windows (TorchServe batching)."""
-    x = torch.tensor(windows, dtype=torch.float32).unsqueeze(-1)
-    return module(x).reshape(len(windows), -1).tolist()
+def forecaster_prepare(series, horizon, fcfg):
+    """Checks one request before it joins a batch: (scaled window, truncated, horizon)."""
+    horizon = int(horizon)
+    if not 1 <= horizon <= fcfg["max_horizon"]:
+        raise BadRequest(f"horizon must be between 1 and {fcfg['max_horizon']}")
+    window, truncated = forecaster_window(series, fcfg)
+    return window, truncated, horizon
+
+
+def forecaster_run_batch(module, items, fcfg):
+    """Several prepared requests (forecaster_prepare) at once, as the TorchServe handler does: the
+    first forward of same-length windows is one batch, any further roll-out forward runs alone.
+    Returns forecaster_run's dict per item, in order."""
+    first, by_len = {}, {}
+    for i, (w, _, _) in enumerate(items):
+        by_len.setdefault(len(w), []).append(i)
+    for idx in by_len.values():
+        first.update(zip(idx, forecaster_forward(module, [items[i][0] for i in idx], fcfg)))
+    out = []
+    for i, (w, truncated, h) in enumerate(items):
+        point, quantiles, passes = _roll_out(module, w, h, fcfg, first[i])
+        out.append(_forecast_answer(point, quantiles, fcfg, len(w), truncated, passes))
+    return out
 
 
 # ---------------------------------------------------------------- anomaly

@@ -29,6 +29,7 @@ from torchvision.ops import batched_nms  # noqa: F401 (imported at start-up: the
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
+from schemas import ImageInput, ClassifyRequest, ForecastRequest, AnomalyRequest  # noqa: E402
 
 THREADS = int(os.environ.get("BENCH_THREADS", "1"))
 torch.set_num_threads(THREADS)
@@ -88,16 +89,6 @@ async def ready():
     return {"status": "ready", "models": sorted(MODELS)}
 
 
-class ImageInput(BaseModel):
-    pixels: Optional[List[List[float]]] = None
-
-
-class ClassifyRequest(BaseModel):
-    model: Optional[str] = None
-    top_k: Optional[int] = None
-    images: List[ImageInput]
-
-
 @app.post("/classify")
 async def classify(request: Request, model: Optional[str] = None, top_k: int = 5):
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
@@ -121,12 +112,6 @@ async def classify(request: Request, model: Optional[str] = None, top_k: int = 5
     return {"model": name, "version": version, "results": results}
 
 
-class ForecastRequest(BaseModel):
-    model: Optional[str] = None
-    series: List[float]
-    horizon: int
-
-
 @app.post("/forecast")
 async def forecast(req: ForecastRequest):
     name, (module, cfg, _, version) = pick("forecaster", req.model)
@@ -136,13 +121,6 @@ async def forecast(req: ForecastRequest):
     except common.BadRequest as e:
         raise HTTPException(422, str(e))
     return {"model": name, "version": version, **out}
-
-
-class AnomalyRequest(BaseModel):
-    model: Optional[str] = None
-    rows: List[List[float]]
-    threshold: Optional[float] = None
-    top_features: int = 3
 
 
 @app.post("/anomaly")
