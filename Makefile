@@ -52,7 +52,7 @@ fixtures: setup
 # batching on/off, in-process limit; BENCHMARKS.md "CPU benchmark", bench/plots/*.png, bench/results.json.
 # Second part, scripts/bench-floor (about 4 min): the HTTP floor (examples/http_floor.rs) and a perf profile of
 # every workload; BENCHMARKS.md "The HTTP floor and where the CPU goes", bench/floor.json. The other bench
-# targets below are separate; `make bench-all` runs them all (about 1 h 25 min).
+# targets below are separate; `make bench-all` runs them all but traces and threads (about 1 h 15 min).
 bench: build
 	@scripts/bench-setup
 	$(CARGO) build --release --example http_floor
