@@ -134,9 +134,9 @@ pub fn json_images(app: &App, body: &[u8], allowed: &[&str]) -> Result<ImageRequ
 }
 
 /// A JSON image body as parsed: `images` typed (pixel arrays straight into numbers), every other
-/// field as a value, in order. Later duplicates win, as in a JSON object.
+/// field as a value. Later duplicates win, as in a JSON object.
 struct JsonBody {
-    fields: Vec<(String, serde_json::Value)>,
+    fields: serde_json::Map<String, serde_json::Value>,
     images: Option<Images>,
 }
 
@@ -161,14 +161,12 @@ impl<'de> serde::Deserialize<'de> for JsonBody {
                 f.write_str("a JSON object")
             }
             fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<JsonBody, A::Error> {
-                let mut body = JsonBody { fields: Vec::new(), images: None };
+                let mut body = JsonBody { fields: serde_json::Map::new(), images: None };
                 while let Some(key) = map.next_key::<String>()? {
                     if key == "images" {
                         body.images = Some(map.next_value()?);
                     } else {
-                        let v: serde_json::Value = map.next_value()?;
-                        body.fields.retain(|(k, _)| *k != key);
-                        body.fields.push((key, v));
+                        body.fields.insert(key, map.next_value()?);
                     }
                 }
                 Ok(body)
