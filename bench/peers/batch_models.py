@@ -16,12 +16,7 @@ import common
 NAMES = {"classifier": "digits-cnn", "forecaster": "co2-lstm", "anomaly": "cancer-ae", "generator": "digits-cgan"}
 
 
-def set_threads(threads):
-    torch.set_num_threads(int(threads))
-    try:
-        torch.set_num_interop_threads(1)
-    except RuntimeError:  # already set in this process (it can be set once)
-        pass
+set_threads = common.set_threads
 
 
 class Model:

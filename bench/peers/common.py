@@ -26,6 +26,20 @@ import numpy as np
 import torch
 from PIL import Image
 
+# What every peer reads from the harness: libtorch threads, the models directory and the device.
+THREADS = int(os.environ.get("BENCH_THREADS", "1"))
+MODELS_DIR = os.environ.get("BENCH_MODELS_DIR", "models")
+DEVICE_NAME = os.environ.get("BENCH_DEVICE", "cpu")
+
+
+def set_threads(threads=THREADS):
+    """libtorch intra-op threads for this process (or worker), one inter-op thread."""
+    torch.set_num_threads(int(threads))
+    try:
+        torch.set_num_interop_threads(1)
+    except RuntimeError:  # already set in this process (it can be set once)
+        pass
+
 
 def load_config(model_dir):
     with open(os.path.join(model_dir, "config.toml"), "rb") as f:

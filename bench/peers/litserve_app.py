@@ -34,11 +34,9 @@ from starlette.responses import Response
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import batch_models  # noqa: E402
 import common  # noqa: E402
-from schemas import ImageInput, ClassifyRequest, ForecastRequest, AnomalyRequest, GenerateRequest  # noqa: E402
+from schemas import ClassifyRequest, ForecastRequest, AnomalyRequest, GenerateRequest  # noqa: E402
 
-THREADS = int(os.environ.get("BENCH_THREADS", "1"))
-MODELS_DIR = os.environ.get("BENCH_MODELS_DIR", "models")
-DEVICE = os.environ.get("BENCH_DEVICE", "cpu")
+THREADS, MODELS_DIR, DEVICE = common.THREADS, common.MODELS_DIR, common.DEVICE_NAME
 
 
 class _Api(ls.LitAPI):

@@ -50,11 +50,9 @@ from pydantic import BaseModel, ValidationError
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
 
-THREADS = int(os.environ.get("BENCH_THREADS", "1"))
-torch.set_num_threads(THREADS)
-torch.set_num_interop_threads(1)
-DEVICE = torch.device(os.environ.get("BENCH_DEVICE", "cpu"))
-MODELS_DIR = os.environ.get("BENCH_MODELS_DIR", "models")
+common.set_threads()
+DEVICE = torch.device(common.DEVICE_NAME)
+MODELS_DIR = common.MODELS_DIR
 
 MODELS = {}  # name -> LanguageModel
 DEFAULT = None  # the model a request without "model" gets

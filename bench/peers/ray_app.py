@@ -51,7 +51,7 @@ from starlette.responses import JSONResponse, Response  # noqa: E402
 
 import batch_models  # noqa: E402
 import common  # noqa: E402
-from schemas import ImageInput, ClassifyRequest, ForecastRequest, AnomalyRequest  # noqa: E402
+from schemas import ClassifyRequest, ForecastRequest, AnomalyRequest  # noqa: E402
 
 ROUTES = {"classifier": "/classify", "forecaster": "/forecast", "anomaly": "/anomaly", "generator": "/generate"}
 
@@ -128,9 +128,7 @@ def main():
     os.environ["PYTHONPATH"] = os.pathsep.join(p for p in [HERE, os.environ.get("PYTHONPATH")] if p)
     import ray
 
-    threads = int(os.environ.get("BENCH_THREADS", "1"))
-    models_dir = os.path.abspath(os.environ.get("BENCH_MODELS_DIR", "models"))
-    device = os.environ.get("BENCH_DEVICE", "cpu")
+    threads, models_dir, device = common.THREADS, os.path.abspath(common.MODELS_DIR), common.DEVICE_NAME
     batching = json.loads(os.environ.get("BENCH_BATCHING", "{}"))
     t0 = time.monotonic()
     ray.init(address="local", num_cpus=a.num_cpus, num_gpus=0, include_dashboard=False,
